@@ -1,0 +1,303 @@
+"""Wrap any ``nn.Module`` so that its gated tensors become theta + diff.
+
+Stages of a wrapped model:
+  ``gated``  -- stage 1: diff = [z_g *] z * w with hard-concrete gates and the L0 penalty;
+  ``masked`` -- stage 2, after ``project()``: diff = m * w with a fixed mask, stored as flat
+                positions and a value per position (no gates, no dense w left in memory);
+  ``merged`` -- after ``merge_and_unload()``: the plain model with theta + diff as weights.
+
+Everything the method adds is registered on the module that owns the tensor, under names that
+start with ``diffprune_`` (``<module>.diffprune_<attr>_diff``, ``..._log_alpha``,
+``..._group_log_alpha``, ``..._values``, buffers ``..._base`` and ``..._indices``). The original
+parameter is removed from its module, its storage kept as the frozen ``_base`` buffer (no copy),
+and each forward writes the effective weight back as a plain attribute, so any module type
+works unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from diffprune.config import DiffPruneConfig
+from diffprune.diff import gated_weight, masked_weight
+from diffprune.gates import HardConcrete, prob_nonzero, sample_gate
+from diffprune.projection import budget, global_topk
+from diffprune.targets import TensorSite, split_sites
+
+PREFIX = "diffprune_"
+
+
+class DiffPruneModel(nn.Module):
+    """A model whose gated tensors are a frozen base plus a trainable sparse diff.
+
+    Args:
+        model: any module; a Transformers model keeps its head dense (see ``find_head_names``).
+        config: the method's settings.
+        missing_keys: newly initialised parameter names (from ``output_loading_info``), which
+            then form the task head.
+    """
+
+    def __init__(self, model: nn.Module, config: DiffPruneConfig | None = None,
+                 missing_keys: list[str] | None = None) -> None:
+        super().__init__()
+        self.base_model = model
+        self.config = config or DiffPruneConfig()
+        self.hc = HardConcrete.from_config(self.config)
+        sites, head = split_sites(model, self.config, missing_keys)
+        self.sites: list[TensorSite] = sites
+        self.head_names: list[str] = [s.name for s in head]
+        self.stage = "gated"
+        self._last_l0: torch.Tensor | None = None
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for site in head:
+            site.param.requires_grad_(True)
+        for site in sites:
+            self._detach_base(site)
+            self._add_gates(site)
+
+    # ----------------------------------------------------------------- per-tensor state
+    @staticmethod
+    def tensor(site: TensorSite, kind: str) -> torch.Tensor:
+        """The method's tensor of one kind (base, diff, log_alpha, indices, ...) for a site."""
+        module, attr = site.owners[0]
+        return getattr(module, f"{PREFIX}{attr}_{kind}")
+
+    @staticmethod
+    def _drop(site: TensorSite, *kinds: str) -> None:
+        module, attr = site.owners[0]
+        for kind in kinds:
+            name = f"{PREFIX}{attr}_{kind}"
+            module._parameters.pop(name, None)
+            module._buffers.pop(name, None)
+
+    def _detach_base(self, site: TensorSite) -> None:
+        theta = site.param.detach().requires_grad_(False)
+        module, attr = site.owners[0]
+        module.register_buffer(f"{PREFIX}{attr}_base", theta, persistent=False)
+        for owner, name in site.owners:
+            del owner._parameters[name]
+        self._point_owners(site, theta)
+
+    @staticmethod
+    def _point_owners(site: TensorSite, weight: torch.Tensor) -> None:
+        for owner, name in site.owners:
+            object.__setattr__(owner, name, weight)
+
+    def _add_gates(self, site: TensorSite) -> None:
+        module, attr = site.owners[0]
+        theta = self.tensor(site, "base")
+        w = torch.zeros(theta.shape, dtype=torch.float32, device=theta.device)
+        log_alpha = torch.full_like(w, self.config.init_log_alpha)
+        module.register_parameter(f"{PREFIX}{attr}_diff", nn.Parameter(w))
+        module.register_parameter(f"{PREFIX}{attr}_log_alpha", nn.Parameter(log_alpha))
+        if self.config.structured:
+            group = torch.tensor(self.config.init_log_alpha, device=theta.device)
+            module.register_parameter(f"{PREFIX}{attr}_group_log_alpha", nn.Parameter(group))
+
+    def _apply(self, fn, recurse: bool = True):  # keep the plain weight attributes on the device
+        result = super()._apply(fn, recurse)
+        if self.stage != "merged":
+            for site in self.sites:
+                self._point_owners(site, self.tensor(site, "base"))
+        return result
+
+    # ----------------------------------------------------------------- forward
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        self.apply_diffs()
+        return self.base_model(*args, **kwargs)
+
+    def apply_diffs(self) -> None:
+        """Write theta + diff into the model; in stage 1 this draws fresh gates (one per step)."""
+        if self.stage == "merged":
+            raise RuntimeError("this DiffPruneModel was merged; use the model merge returned")
+        for site in self.sites:  # free last step's weights before making new ones
+            self._point_owners(site, self.tensor(site, "base"))
+        if self.stage == "masked":
+            for site in self.sites:
+                weight = masked_weight(self.tensor(site, "base"), self.tensor(site, "indices"),
+                                       self.tensor(site, "values"))
+                self._point_owners(site, weight)
+            return
+        total = None
+        for site in self.sites:
+            group_log_alpha = self.tensor(site, "group_log_alpha") if self.config.structured else None
+            group_gate = None if group_log_alpha is None else sample_gate(group_log_alpha, self.hc)
+            weight, l0 = gated_weight(self.tensor(site, "base"), self.tensor(site, "diff"),
+                                      self.tensor(site, "log_alpha"), group_gate, self.hc,
+                                      self.config.fused)
+            self._point_owners(site, weight)
+            if group_log_alpha is not None:
+                p_group = prob_nonzero(group_log_alpha, self.hc)
+                l0 = l0 * p_group if self.config.structured_penalty == "paper" else l0 + p_group
+            total = l0 if total is None else total + l0
+        self._last_l0 = total
+
+    # ----------------------------------------------------------------- the L0 term
+    def penalty(self) -> torch.Tensor:
+        """lambda * E[L0] of the gates drawn by the last forward (in its autograd graph)."""
+        if self.stage != "gated":
+            return torch.zeros((), device=self.tensor(self.sites[0], "base").device)
+        if self._last_l0 is None:
+            raise RuntimeError("penalty() needs a forward pass first; it reuses that pass's gates")
+        return self.config.l0_lambda * self._last_l0
+
+    @torch.no_grad()
+    def expected_l0(self) -> float:
+        """The penalty's E[L0] now, in the form the config trains with (no sampling)."""
+        total = 0.0
+        for site in self.sites:
+            l0 = prob_nonzero(self.tensor(site, "log_alpha"), self.hc).sum()
+            if self.config.structured:
+                p_group = prob_nonzero(self.tensor(site, "group_log_alpha"), self.hc)
+                l0 = l0 * p_group if self.config.structured_penalty == "paper" else l0 + p_group
+            total += float(l0)
+        return total
+
+    @torch.no_grad()
+    def expected_density(self) -> float:
+        """Expected fraction of gated entries with a nonzero diff gate, P(z_i > 0) P(z_g > 0)."""
+        if self.stage != "gated":
+            return self.nonzero_count() / self.num_gated
+        kept = 0.0
+        for site in self.sites:
+            count = prob_nonzero(self.tensor(site, "log_alpha"), self.hc).sum()
+            if self.config.structured:
+                count = count * prob_nonzero(self.tensor(site, "group_log_alpha"), self.hc)
+            kept += float(count)
+        return kept / self.num_gated
+
+    @property
+    def num_gated(self) -> int:
+        return sum(site.param.numel() for site in self.sites)
+
+    def nonzero_count(self) -> int:
+        """Stored diff entries in stage 2 (the mask size)."""
+        if self.stage != "masked":
+            raise RuntimeError("nonzero_count() counts the fixed mask; call project() first")
+        return sum(self.tensor(site, "indices").numel() for site in self.sites)
+
+    # ----------------------------------------------------------------- optimisation
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Optimizer groups with the config's learning rates: diff, log_alpha, head."""
+        c = self.config
+        head_names = set(self.head_names)
+        head = [p for n, p in self.base_model.named_parameters()
+                if n in head_names and p.requires_grad]
+        if self.stage == "gated":
+            diff = [self.tensor(s, "diff") for s in self.sites]
+            alpha = [self.tensor(s, "log_alpha") for s in self.sites]
+            if c.structured:
+                alpha += [self.tensor(s, "group_log_alpha") for s in self.sites]
+        else:
+            diff = [self.tensor(s, "values") for s in self.sites if self.tensor(s, "values").numel()]
+            alpha = []
+        groups = [
+            {"name": "diff", "params": diff, "lr": c.diff_lr, "weight_decay": c.weight_decay},
+            {"name": "log_alpha", "params": alpha, "lr": c.log_alpha_lr, "weight_decay": 0.0},
+            {"name": "head", "params": head, "lr": c.head_lr or c.diff_lr,
+             "weight_decay": c.weight_decay},
+        ]
+        return [g for g in groups if g["params"]]
+
+    def clip_grad_norms(self) -> dict[str, float]:
+        """Clip w (with the head) and log-alpha separately, as the authors do; returns the norms."""
+        norms = {}
+        groups = {g["name"]: g["params"] for g in self.param_groups()}
+        clips = {"diff": (groups.get("diff", []) + groups.get("head", []),
+                          self.config.diff_max_grad_norm),
+                 "log_alpha": (groups.get("log_alpha", []), self.config.log_alpha_max_grad_norm)}
+        for name, (params, max_norm) in clips.items():
+            params = [p for p in params if p.grad is not None]
+            if params:
+                limit = max_norm if max_norm > 0 else float("inf")
+                norms[name] = float(torch.nn.utils.clip_grad_norm_(params, limit))
+        return norms
+
+    # ----------------------------------------------------------------- projection and stage 2
+    @torch.no_grad()
+    def sample_diff(self) -> list[torch.Tensor]:
+        """The current diff per gated tensor: one fresh draw z * w in stage 1 (SPEC §2)."""
+        if self.stage == "masked":
+            return [masked_weight(torch.zeros_like(self.tensor(s, "base"), dtype=torch.float32),
+                                  self.tensor(s, "indices"), self.tensor(s, "values"))
+                    for s in self.sites]
+        diffs = []
+        for site in self.sites:
+            zero = torch.zeros_like(self.tensor(site, "diff"))
+            group_gate = (sample_gate(self.tensor(site, "group_log_alpha"), self.hc)
+                          if self.config.structured else None)
+            diff, _ = gated_weight(zero, self.tensor(site, "diff"), self.tensor(site, "log_alpha"),
+                                   group_gate, self.hc, self.config.fused)
+            diffs.append(diff)
+        return diffs
+
+    @torch.no_grad()
+    def project(self, density: float | None = None) -> int:
+        """Keep the top ``density`` fraction of the final diff by magnitude; enter stage 2.
+
+        The diff is drawn now (not taken from an earlier step), then the gates and the dense w
+        are freed: stage 2 holds only the kept positions and their values. Returns k.
+        """
+        return self.set_diff(self.sample_diff(), density)
+
+    @torch.no_grad()
+    def set_diff(self, diffs: list[torch.Tensor], density: float | None = None) -> int:
+        """Enter stage 2 with the top-k entries of given dense diffs (one per gated tensor)."""
+        if len(diffs) != len(self.sites):
+            raise ValueError(f"expected {len(self.sites)} diff tensors, got {len(diffs)}")
+        for site, diff in zip(self.sites, diffs):
+            if diff.shape != site.param.shape:
+                raise ValueError(f"diff for {site.name} has shape {tuple(diff.shape)}, "
+                                 f"expected {tuple(site.param.shape)}")
+        k = budget(self.config.density if density is None else density, self.num_gated)
+        positions = global_topk(diffs, k)
+        for site, diff, idx in zip(self.sites, diffs, positions):
+            values = diff.reshape(-1).float()[idx].clone()
+            self.set_sparse(site, idx, values)
+        self.stage = "masked"
+        self._last_l0 = None
+        return k
+
+    def set_sparse(self, site: TensorSite, indices: torch.Tensor, values: torch.Tensor) -> None:
+        """Replace a tensor's diff with a fixed-mask one: (k,) int64 positions and values."""
+        module, attr = site.owners[0]
+        self._drop(site, "diff", "log_alpha", "group_log_alpha", "values", "indices")
+        module.register_buffer(f"{PREFIX}{attr}_indices", indices.to(torch.long), persistent=True)
+        module.register_parameter(f"{PREFIX}{attr}_values", nn.Parameter(values.float()))
+
+    # ----------------------------------------------------------------- merge
+    @torch.no_grad()
+    def merge_and_unload(self) -> nn.Module:
+        """The plain model with theta + diff as its weights; no wrapper or extra tensor left."""
+        if self.stage != "masked":
+            raise RuntimeError("merge needs a fixed diff: call project() first "
+                               "(project(density=1.0) keeps every entry)")
+        for site in self.sites:
+            weight = masked_weight(self.tensor(site, "base"), self.tensor(site, "indices"),
+                                   self.tensor(site, "values"))
+            merged = nn.Parameter(weight.detach().clone(), requires_grad=True)
+            self._drop(site, "base", "indices", "values")
+            for owner, name in site.owners:
+                del owner.__dict__[name]
+                owner._parameters[name] = merged
+        for p in self.base_model.parameters():
+            p.requires_grad_(True)
+        self.stage = "merged"
+        return self.base_model
+
+    def print_trainable_parameters(self) -> str:
+        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        line = (f"stage: {self.stage} | gated: {self.num_gated:,} in {len(self.sites)} tensors | "
+                f"head: {len(self.head_names)} tensors | trainable: {trainable:,}")
+        print(line)
+        return line
+
+
+def get_diffprune_model(model: nn.Module, config: DiffPruneConfig | None = None,
+                        missing_keys: list[str] | None = None) -> DiffPruneModel:
+    """Wrap ``model`` for diff pruning (PEFT-style entry point)."""
+    return DiffPruneModel(model, config, missing_keys)

@@ -1,0 +1,213 @@
+"""Wrapping models: step 0 is the pretrained model, projection, the fixed mask, merge."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from conftest import tiny_bert, tiny_gpt2_lm, tiny_mlp, tiny_roberta, token_batch
+
+from diffprune import DiffPruneConfig, get_diffprune_model, nonadaptive_from_finetuned
+from diffprune.targets import find_head_names
+
+FAST = dict(fused=False)
+
+
+def _outputs(model, inputs):
+    with torch.no_grad():
+        out = model(inputs) if isinstance(model, torch.nn.Sequential) or (
+            hasattr(model, "base_model") and isinstance(model.base_model, torch.nn.Sequential)
+        ) else model(input_ids=inputs)
+    return out if isinstance(out, torch.Tensor) else out.logits
+
+
+CASES = [
+    ("bert", tiny_bert, token_batch),
+    ("roberta", tiny_roberta, token_batch),
+    ("gpt2-lm-tied", tiny_gpt2_lm, token_batch),
+    ("mlp", tiny_mlp, lambda: torch.randn(4, 6)),
+]
+
+
+@pytest.mark.parametrize("structured", [True, False])
+@pytest.mark.parametrize("name,make,inputs", CASES, ids=[c[0] for c in CASES])
+def test_step_zero_equals_pretrained(name, make, inputs, structured):
+    model = make()
+    x = inputs()
+    expected = _outputs(model, x)
+    wrapped = get_diffprune_model(model, DiffPruneConfig(structured=structured, **FAST)).eval()
+    torch.testing.assert_close(_outputs(wrapped, x), expected, rtol=0, atol=1e-6)
+
+
+def test_head_found_from_the_model_not_its_name():
+    assert find_head_names(tiny_bert()) == ["classifier.weight", "classifier.bias"]
+    assert find_head_names(tiny_roberta()) == [
+        "classifier.dense.weight", "classifier.dense.bias",
+        "classifier.out_proj.weight", "classifier.out_proj.bias"]
+    # GPT-2's LM head is tied to the embeddings: it is backbone, gated once.
+    assert find_head_names(tiny_gpt2_lm()) == ["lm_head.weight"]
+    assert find_head_names(tiny_mlp()) == []
+    assert find_head_names(tiny_mlp(), missing_keys=["3.weight", "3.bias"]) == ["3.weight", "3.bias"]
+
+
+def test_head_is_dense_and_not_gated():
+    wrapped = get_diffprune_model(tiny_bert(), DiffPruneConfig(**FAST))
+    gated = {s.name for s in wrapped.sites}
+    assert "classifier.weight" not in gated and "bert.pooler.dense.weight" in gated
+    head_group = [g for g in wrapped.param_groups() if g["name"] == "head"][0]
+    assert sum(p.numel() for p in head_group["params"]) == 16 * 2 + 2
+
+
+def test_tied_weights_get_one_diff():
+    model = tiny_gpt2_lm()
+    wrapped = get_diffprune_model(model, DiffPruneConfig(**FAST))
+    tied = [s for s in wrapped.sites if len(s.owners) > 1]
+    assert len(tied) == 1 and set(tied[0].aliases) == {"transformer.wte.weight", "lm_head.weight"}
+    wrapped.train()
+    wrapped.tensor(tied[0], "diff").data.fill_(0.01)
+    wrapped(input_ids=token_batch())
+    assert model.transformer.wte.weight is model.lm_head.weight
+    assert not torch.equal(model.lm_head.weight, wrapped.tensor(tied[0], "base"))
+
+
+def _train_steps(wrapped, x, steps=3):
+    opt = torch.optim.AdamW(wrapped.param_groups(), lr=1e-2)
+    wrapped.train()
+    for _ in range(steps):
+        out = wrapped(input_ids=x, labels=torch.tensor([0, 1, 1]))
+        (out.loss + wrapped.penalty()).backward()
+        wrapped.clip_grad_norms()
+        opt.step()
+        opt.zero_grad()
+
+
+@pytest.mark.parametrize("density", [0.01, 0.1, 0.5])
+def test_projection_keeps_exactly_k(density):
+    wrapped = get_diffprune_model(tiny_bert(), DiffPruneConfig(**FAST))
+    _train_steps(wrapped, token_batch())
+    k = wrapped.project(density)
+    assert k == round(density * wrapped.num_gated) == wrapped.nonzero_count()
+    diffs = wrapped.sample_diff()
+    assert sum(int((d != 0).sum()) for d in diffs) <= k
+
+
+def test_projection_is_one_global_threshold_with_ties_by_position():
+    wrapped = get_diffprune_model(tiny_mlp(), DiffPruneConfig(**FAST))
+    diffs = [torch.zeros_like(wrapped.tensor(s, "base"), dtype=torch.float32)
+             for s in wrapped.sites]
+    diffs[0].view(-1)[5] = 3.0
+    diffs[2].view(-1)[0] = -2.0
+    diffs[1].view(-1)[:] = 1.0  # 8 tied entries; 2 are kept, the lowest positions
+    wrapped.set_diff(diffs, density=4 / wrapped.num_gated)
+    kept = {s.name: wrapped.tensor(s, "indices").tolist() for s in wrapped.sites}
+    assert kept == {"0.weight": [5], "0.bias": [0, 1], "2.weight": [0], "2.bias": [],
+                    "3.weight": [], "3.bias": []}
+
+
+def test_fixed_mask_stage_changes_nothing_outside_the_mask():
+    wrapped = get_diffprune_model(tiny_bert(), DiffPruneConfig(**FAST))
+    x = token_batch()
+    _train_steps(wrapped, x)
+    wrapped.project(0.05)
+    assert not any("log_alpha" in n or n.endswith("_diff") for n, _ in wrapped.named_parameters())
+    before = [d.clone() for d in wrapped.sample_diff()]
+    _train_steps(wrapped, x)
+    after = wrapped.sample_diff()
+    for site, b, a in zip(wrapped.sites, before, after):
+        outside = torch.ones(b.numel(), dtype=torch.bool)
+        outside[wrapped.tensor(site, "indices")] = False
+        assert (a.view(-1)[outside] == 0).all()
+    assert any(not torch.equal(a, b) for a, b in zip(after, before))
+
+
+@pytest.mark.parametrize("name,make,inputs", CASES, ids=[c[0] for c in CASES])
+def test_merge_gives_a_plain_model_with_the_same_outputs(name, make, inputs):
+    wrapped = get_diffprune_model(make(), DiffPruneConfig(**FAST))
+    sites = wrapped.sites
+    for site in sites:
+        wrapped.tensor(site, "diff").data.normal_(0, 0.05)
+    wrapped.project(0.2)
+    wrapped.eval()
+    x = inputs()
+    expected = _outputs(wrapped, x)
+    merged = wrapped.merge_and_unload()
+    assert not any("diffprune" in n for n, _ in merged.named_parameters())
+    assert not any("diffprune" in n for n, _ in merged.named_buffers())
+    torch.testing.assert_close(_outputs(merged, x), expected, rtol=0, atol=1e-6)
+    if name == "gpt2-lm-tied":
+        assert merged.transformer.wte.weight is merged.lm_head.weight
+    fresh = make()
+    fresh.load_state_dict(merged.state_dict())
+    torch.testing.assert_close(_outputs(fresh, x), expected, rtol=0, atol=1e-6)
+
+
+def test_merge_before_projection_is_refused():
+    wrapped = get_diffprune_model(tiny_mlp(), DiffPruneConfig(**FAST))
+    with pytest.raises(RuntimeError, match="project"):
+        wrapped.merge_and_unload()
+
+
+def test_nonadaptive_takes_the_finetuned_diff():
+    pretrained = tiny_bert()
+    finetuned = copy.deepcopy(pretrained)
+    with torch.no_grad():
+        finetuned.bert.encoder.layer[0].attention.self.query.weight[2, 3] += 0.5
+        finetuned.bert.pooler.dense.bias[1] -= 0.25
+        finetuned.classifier.weight.fill_(0.125)
+
+    def kept(density):
+        wrapped = nonadaptive_from_finetuned(copy.deepcopy(pretrained), finetuned,
+                                             DiffPruneConfig(**FAST), density=density)
+        assert wrapped.stage == "masked"
+        assert (wrapped.base_model.classifier.weight == 0.125).all()
+        return {s.name: (wrapped.tensor(s, "indices").tolist(), wrapped.tensor(s, "values").tolist())
+                for s in wrapped.sites if wrapped.tensor(s, "indices").numel()}
+
+    total = sum(p.numel() for n, p in pretrained.named_parameters() if "classifier" not in n)
+    assert kept(1 / total) == {
+        "bert.encoder.layer.0.attention.self.query.weight": ([2 * 16 + 3], [pytest.approx(0.5)])}
+    two = kept(2 / total)
+    assert two["bert.pooler.dense.bias"] == ([1], [pytest.approx(-0.25)])
+
+
+def test_expected_l0_falls_and_penalty_drives_log_alpha_down():
+    wrapped = get_diffprune_model(tiny_bert(), DiffPruneConfig(l0_lambda=1.0, **FAST))
+    before = wrapped.expected_l0()
+    assert before == pytest.approx(wrapped.num_gated * 0.9933071 + len(wrapped.sites) * 0.9933071,
+                                   rel=1e-5)
+    _train_steps(wrapped, token_batch(), steps=5)
+    assert wrapped.expected_l0() < before
+    assert wrapped.expected_density() < 0.9933
+
+
+def test_paper_penalty_form_is_the_product():
+    wrapped = get_diffprune_model(tiny_mlp(), DiffPruneConfig(structured_penalty="paper", **FAST))
+    site = wrapped.sites[0]
+    wrapped.tensor(site, "group_log_alpha").data.fill_(0.0)
+    wrapped(torch.randn(2, 6))
+    n0 = site.param.numel()
+    rest = wrapped.num_gated - n0
+    expected = 0.9933071 * (0.5 * n0 + 0.9933071 * rest)
+    assert float(wrapped.penalty()) / wrapped.config.l0_lambda == pytest.approx(expected, rel=1e-5)
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="structured_penalty"):
+        DiffPruneConfig(structured_penalty="mean")
+    with pytest.raises(ValueError, match="density"):
+        DiffPruneConfig(density=0.0)
+    with pytest.raises(ValueError, match="stretch"):
+        DiffPruneConfig(stretch_left=0.1)
+    with pytest.raises(ValueError, match="unknown"):
+        DiffPruneConfig.from_dict({"lambda": 1.0})
+    cfg = DiffPruneConfig(density=0.01)
+    assert DiffPruneConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_patterns_choose_gated_tensors():
+    cfg = DiffPruneConfig(target_patterns=[r"encoder\.layer\.1\."], **FAST)
+    wrapped = get_diffprune_model(tiny_bert(), cfg)
+    assert all("encoder.layer.1." in s.name for s in wrapped.sites)
+    with pytest.raises(ValueError, match="no parameter"):
+        get_diffprune_model(tiny_bert(), DiffPruneConfig(target_patterns=["nothing"], **FAST))
