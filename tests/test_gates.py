@@ -29,7 +29,8 @@ def _sigmoid(x: float) -> float:
 def test_sampled_probabilities_match_closed_forms(log_alpha):
     z = sample_gate(torch.full((N,), log_alpha), HC)
     assert z.min() >= 0.0 and z.max() <= 1.0
-    # P(z > 0) = P(s > 1/2) = sigmoid(a); P(z = 1) = P(s >= 5/6) = sigmoid(a - log 5) for (-1.5, 1.5).
+    # For (l, r) = (-1.5, 1.5): P(z > 0) = P(s > 1/2) = sigmoid(a) and
+    # P(z = 1) = P(s >= 5/6) = sigmoid(a - log 5).
     for sampled, expected in [((z > 0).float().mean(), _sigmoid(log_alpha)),
                               ((z == 1).float().mean(), _sigmoid(log_alpha - math.log(5.0)))]:
         stderr = math.sqrt(expected * (1 - expected) / N)

@@ -48,7 +48,8 @@ def test_head_found_from_the_model_not_its_name():
     # GPT-2's LM head is tied to the embeddings: it is backbone, gated once.
     assert find_head_names(tiny_gpt2_lm()) == ["lm_head.weight"]
     assert find_head_names(tiny_mlp()) == []
-    assert find_head_names(tiny_mlp(), missing_keys=["3.weight", "3.bias"]) == ["3.weight", "3.bias"]
+    head = ["3.weight", "3.bias"]
+    assert find_head_names(tiny_mlp(), missing_keys=head) == head
 
 
 def test_head_is_dense_and_not_gated():
@@ -161,7 +162,8 @@ def test_nonadaptive_takes_the_finetuned_diff():
                                              DiffPruneConfig(**FAST), density=density)
         assert wrapped.stage == "masked"
         assert (wrapped.base_model.classifier.weight == 0.125).all()
-        return {s.name: (wrapped.tensor(s, "indices").tolist(), wrapped.tensor(s, "values").tolist())
+        return {s.name: (wrapped.tensor(s, "indices").tolist(),
+                         wrapped.tensor(s, "values").tolist())
                 for s in wrapped.sites if wrapped.tensor(s, "indices").numel()}
 
     total = sum(p.numel() for n, p in pretrained.named_parameters() if "classifier" not in n)

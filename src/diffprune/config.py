@@ -36,7 +36,9 @@ class DiffPruneConfig:
         "authors' code, which produced the published numbers); 'paper' uses the product form "
         "sum_g P(z_g>0) * sum_i P(z_i>0) of the paper's text.",
     )
-    l0_lambda: float = _field(1.25e-7, "Weight of the expected-L0 penalty (a plain sum over gates).")
+    l0_lambda: float = _field(
+        1.25e-7, "Weight of the expected-L0 penalty (a plain sum over gates)."
+    )
     init_log_alpha: float = _field(5.0, "Initial log-alpha of every gate (P(z>0) ~ 0.993).")
     stretch_left: float = _field(-1.5, "Left end l of the hard-concrete stretch interval.")
     stretch_right: float = _field(1.5, "Right end r of the hard-concrete stretch interval.")

@@ -42,8 +42,8 @@ def _backward_math(grad_weight: torch.Tensor, z: torch.Tensor, w: torch.Tensor,
     g = grad_weight.to(torch.float32)
     gz = g * z
     # dz/dalpha = (r - l) s (1 - s) / beta with s = (z - l) / (r - l); zero where z is clamped.
-    dz = torch.where((z > 0.0) & (z < 1.0), (z - left) * (right - z) / ((right - left) * temperature),
-                     0.0)
+    slope = (z - left) * (right - z) / ((right - left) * temperature)
+    dz = torch.where((z > 0.0) & (z < 1.0), slope, 0.0)
     grad_alpha = g * w * dz
     grad_group = None
     if group_gate is not None:

@@ -124,7 +124,8 @@ class DiffPruneModel(nn.Module):
             return
         total = None
         for site in self.sites:
-            group_log_alpha = self.tensor(site, "group_log_alpha") if self.config.structured else None
+            group_log_alpha = (self.tensor(site, "group_log_alpha")
+                               if self.config.structured else None)
             group_gate = None if group_log_alpha is None else sample_gate(group_log_alpha, self.hc)
             weight, l0 = gated_weight(self.tensor(site, "base"), self.tensor(site, "diff"),
                                       self.tensor(site, "log_alpha"), group_gate, self.hc,
@@ -193,7 +194,8 @@ class DiffPruneModel(nn.Module):
             if c.structured:
                 alpha += [self.tensor(s, "group_log_alpha") for s in self.sites]
         else:
-            diff = [self.tensor(s, "values") for s in self.sites if self.tensor(s, "values").numel()]
+            diff = [self.tensor(s, "values") for s in self.sites
+                    if self.tensor(s, "values").numel()]
             alpha = []
         groups = [
             {"name": "diff", "params": diff, "lr": c.diff_lr, "weight_decay": c.weight_decay},

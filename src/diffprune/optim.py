@@ -28,7 +28,11 @@ def build_optimizer(model: DiffPruneModel, num_training_steps: int,
                     warmup_steps: int = 0) -> tuple[torch.optim.AdamW, LambdaLR]:
     """AdamW over ``model.param_groups()`` and its schedule (log-alpha's lr stays constant)."""
     groups = model.param_groups()
-    optimizer = torch.optim.AdamW(groups, eps=model.config.adam_eps)
+    # The fused AdamW kernel is one pass per tensor (5x faster than the default on CPU here);
+    # stage 1 has twice the parameters of finetuning in the optimizer, so this matters.
+    fused = all(p.device.type in ("cpu", "cuda") and p.dtype == torch.float32
+                for g in groups for p in g["params"])
+    optimizer = torch.optim.AdamW(groups, eps=model.config.adam_eps, fused=fused or None)
     decay = linear_decay(num_training_steps, warmup_steps)
     lambdas = [(lambda step: 1.0) if g["name"] == "log_alpha" else decay for g in groups]
     return optimizer, LambdaLR(optimizer, lambdas)

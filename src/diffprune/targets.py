@@ -96,5 +96,6 @@ def split_sites(model: nn.Module, config: DiffPruneConfig,
                 continue
             gated.append(site)
     if not gated:
-        raise ValueError("no parameter matched for gating: check target_patterns / exclude_patterns")
+        raise ValueError("no parameter matched for gating: "
+                         "check target_patterns / exclude_patterns")
     return gated, head

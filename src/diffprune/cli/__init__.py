@@ -1,0 +1,1 @@
+"""The ``diffprune`` command: one small module per subcommand; each only parses and calls."""

@@ -1,0 +1,33 @@
+"""Entry point of the ``diffprune`` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from diffprune import __version__
+from diffprune.cli import train
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="diffprune", description="Diff pruning for transformers.")
+    parser.add_argument("--version", action="version", version=f"diffprune {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    train.add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, FloatingPointError, RuntimeError) as err:
+        print(f"diffprune {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"diffprune {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Task data: GLUE in the classic TSV layout, and the GLUE metrics."""

@@ -1,0 +1,1 @@
+"""Training: the two-stage recipe (L0 training, projection, fixed-mask finetuning)."""
