@@ -1,34 +1,301 @@
-"""A task on disk: the diff's nonzero positions and values, and the dense head (safetensors)."""
+"""One task on disk: ``diff.safetensors`` with the diff's nonzeros, the dense head and metadata.
+
+Tensors (never pickle):
+  ``positions.<name>``  sorted flat positions of the nonzeros of one gated tensor;
+  ``values.<name>``     their values;
+  ``head.<name>``       a dense task-head tensor (float32).
+Encodings: ``compact`` (default) stores positions as an LZMA-compressed varint gap stream and
+values as LZMA-compressed float16 byte planes, both uint8 (see ``codec.py``); ``lossless``
+stores int32/int64 positions and float32 values, readable by any safetensors reader.
+Header metadata: format and versions, the encoding, the layout (shape and count per tensor), the
+method's config, the task (labels, problem type), dev metrics, the base model's identity and
+fingerprint, density, nonzero count, and a SHA-256 checksum of every tensor.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import struct
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import save_file
+import numpy as np
+import torch
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
 
-from diffprune import __version__
-from diffprune.model import DiffPruneModel
+from diffprune import __version__, codec
+from diffprune.fingerprint import raw_bytes
+
+FORMAT = "diffprune-task"
+FORMAT_VERSION = 1
+MAX_HEADER_BYTES = 16 * 2**20
+ENCODINGS = ("compact", "lossless")
 
 
-def save_task(model: DiffPruneModel, path: str | Path, info: dict[str, Any]) -> Path:
-    """Write a fixed-mask model's diff (positions, values) and head; atomic rename."""
-    if model.stage != "masked":
-        raise RuntimeError("save_task needs a projected model (call project() first)")
-    tensors = {}
-    for site in model.sites:
-        tensors[f"diff.{site.name}.indices"] = model.tensor(site, "indices").to("cpu").contiguous()
-        values = model.tensor(site, "values").detach()
-        tensors[f"diff.{site.name}.values"] = values.cpu().contiguous()
-    head = dict(model.base_model.named_parameters())
-    for name in model.head_names:
-        tensors[f"head.{name}"] = head[name].detach().cpu().contiguous()
-    metadata = {"format": "diffprune-task", "diffprune_version": __version__,
-                "config": json.dumps(model.config.to_dict()), "info": json.dumps(info)}
+class TaskFileError(ValueError):
+    """A task file that cannot be used; the message names the file and the problem."""
+
+
+@dataclass
+class SparseDiff:
+    """The diff of one tensor: (k,) int64 sorted flat positions and (k,) values."""
+
+    shape: tuple[int, ...]
+    positions: torch.Tensor
+    values: torch.Tensor
+
+    @property
+    def numel(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+
+@dataclass
+class TaskDiff:
+    """Everything one task adds to the shared base model."""
+
+    diffs: dict[str, SparseDiff]
+    head: dict[str, torch.Tensor]
+    task: dict[str, Any] = field(default_factory=dict)  # name, labels, num_labels, problem_type
+    config: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    base: dict[str, Any] = field(default_factory=dict)  # name_or_path, revision, fingerprint
+
+    @property
+    def nonzeros(self) -> int:
+        return sum(d.positions.numel() for d in self.diffs.values())
+
+    @property
+    def gated_params(self) -> int:
+        return sum(d.numel for d in self.diffs.values())
+
+    @property
+    def density(self) -> float:
+        return self.nonzeros / max(1, self.gated_params)
+
+
+# ------------------------------------------------------------------------------------ save
+def _checksum(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> str:
+    """SHA-256 over every metadata field but the checksum, then every tensor, in name order."""
+    digest = hashlib.sha256()
+    for key in sorted(k for k in metadata if k != "checksum"):
+        digest.update(f"{key}={metadata[key]}\n".encode())
+    for name in sorted(tensors):
+        t = tensors[name]
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(raw_bytes(t))
+    return "sha256:" + digest.hexdigest()
+
+
+def _bytes_tensor(data: bytes) -> torch.Tensor:
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8) if data else \
+        torch.empty(0, dtype=torch.uint8)
+
+
+def to_bytes(task: TaskDiff, encoding: str = "compact") -> bytes:
+    """The file's bytes (safetensors)."""
+    if encoding not in ENCODINGS:
+        raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
+    tensors: dict[str, torch.Tensor] = {}
+    layout = {}
+    for name, d in task.diffs.items():
+        positions = d.positions.detach().cpu().numpy().astype(np.int64)
+        values = d.values.detach().cpu().float().numpy()
+        if encoding == "compact":
+            tensors[f"positions.{name}"] = _bytes_tensor(codec.compress(
+                codec.encode_positions(positions)))
+            tensors[f"values.{name}"] = _bytes_tensor(codec.compress(codec.encode_values(values)))
+            stream = len(codec.encode_positions(positions))
+        else:
+            narrow = np.int32 if d.numel < 2**31 else np.int64
+            tensors[f"positions.{name}"] = torch.from_numpy(positions.astype(narrow))
+            tensors[f"values.{name}"] = torch.from_numpy(values.copy())
+            stream = 0
+        layout[name] = {"shape": list(d.shape), "count": int(positions.size), "stream": stream}
+    for name, t in task.head.items():
+        tensors[f"head.{name}"] = t.detach().cpu().float().contiguous()
+    metadata = {
+        "format": FORMAT, "format_version": str(FORMAT_VERSION), "diffprune_version": __version__,
+        "encoding": encoding, "layout": json.dumps(layout),
+        "head": json.dumps({n: list(t.shape) for n, t in task.head.items()}),
+        "task": json.dumps(task.task), "config": json.dumps(task.config),
+        "metrics": json.dumps(task.metrics), "base": json.dumps(task.base),
+        "nonzeros": str(task.nonzeros), "density": repr(task.density),
+    }
+    metadata["checksum"] = _checksum(tensors, metadata)
+    return save_safetensors(tensors, metadata=metadata)
+
+
+def save_task(task: TaskDiff, path: str | Path, encoding: str = "compact") -> Path:
+    """Write atomically: a temporary file in the same folder, fsync, then rename."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    data = to_bytes(task, encoding)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
+
+
+# ------------------------------------------------------------------------------------ load
+def _fail(source: str, problem: str) -> TaskFileError:
+    return TaskFileError(f"{source}: {problem}")
+
+
+def _json(meta: dict[str, str], key: str, source: str) -> Any:
+    if key not in meta:
+        raise _fail(source, f"metadata field {key!r} is missing")
+    try:
+        return json.loads(meta[key])
+    except json.JSONDecodeError as err:
+        raise _fail(source, f"metadata field {key!r} is not valid JSON ({err})") from err
+
+
+def _read_header(data: bytes, source: str) -> dict[str, Any]:
+    if data[:1] == b"\x80" or data[:2] == b"PK":
+        kind = "a pickle" if data[:1] == b"\x80" else "a zip archive (torch.save)"
+        raise _fail(source, f"{kind}, not a safetensors task file; refusing to load it")
+    if len(data) < 8:
+        raise _fail(source, f"truncated: {len(data)} bytes, shorter than a safetensors header")
+    (size,) = struct.unpack("<Q", data[:8])
+    if size > MAX_HEADER_BYTES:
+        raise _fail(source, f"header of {size} bytes exceeds the {MAX_HEADER_BYTES}-byte limit")
+    if 8 + size > len(data):
+        raise _fail(source, f"truncated: the header needs {8 + size} bytes, the file has "
+                            f"{len(data)}")
+    if data[8:9] != b"{":
+        raise _fail(source, "not a safetensors file (no JSON header)")
+    try:
+        header = json.loads(data[8:8 + size])
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise _fail(source, f"corrupt header ({err})") from err
+    if not isinstance(header, dict):
+        raise _fail(source, "corrupt header (not a JSON object)")
+    end = max((int(v["data_offsets"][1]) for k, v in header.items()
+               if k != "__metadata__" and isinstance(v, dict) and "data_offsets" in v), default=0)
+    if 8 + size + end != len(data):
+        raise _fail(source, f"truncated or padded: the header describes {8 + size + end} bytes, "
+                            f"the file has {len(data)}")
+    return header
+
+
+def _check_positions(p: np.ndarray, numel: int, name: str, source: str) -> None:
+    if p.size and (p[0] < 0 or p[-1] >= numel):
+        raise _fail(source, f"{name}: positions out of range [0, {numel})")
+    if p.size > 1 and not (np.diff(p) > 0).all():
+        raise _fail(source, f"{name}: positions are not sorted and unique")
+
+
+def _decode_diff(name: str, info: Any, tensors: dict[str, torch.Tensor], encoding: str,
+                 source: str) -> SparseDiff:
+    try:
+        shape = tuple(int(s) for s in info["shape"])
+        count, stream = int(info["count"]), int(info["stream"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise _fail(source, f"layout of {name} is malformed ({err})") from err
+    numel = int(np.prod(shape, dtype=np.int64))
+    if min(shape, default=1) < 0 or not 0 <= count <= numel:
+        raise _fail(source, f"{name}: {count} nonzeros do not fit shape {shape}")
+    pos_t, val_t = tensors.get(f"positions.{name}"), tensors.get(f"values.{name}")
+    if pos_t is None or val_t is None:
+        raise _fail(source, f"{name}: positions or values tensor is missing")
+    try:
+        if encoding == "compact":
+            if pos_t.dtype != torch.uint8 or val_t.dtype != torch.uint8:
+                raise ValueError(f"compact streams must be uint8, got {pos_t.dtype}/{val_t.dtype}")
+            raw = codec.decompress(pos_t.numpy().tobytes(), stream)
+            positions = codec.decode_positions(raw, count, numel)
+            values = torch.from_numpy(codec.decode_values(
+                codec.decompress(val_t.numpy().tobytes(), 2 * count), count).copy())
+        else:
+            if pos_t.dtype not in (torch.int32, torch.int64) or val_t.dtype != torch.float32:
+                raise ValueError(f"lossless tensors must be int32/int64 and float32, got "
+                                 f"{pos_t.dtype}/{val_t.dtype}")
+            if pos_t.shape != (count,) or val_t.shape != (count,):
+                raise ValueError(f"expected shape ({count},), got {tuple(pos_t.shape)} and "
+                                 f"{tuple(val_t.shape)}")
+            positions, values = pos_t.numpy().astype(np.int64), val_t.clone()
+    except ValueError as err:
+        raise _fail(source, f"{name}: {err}") from err
+    _check_positions(positions, numel, name, source)
+    if not torch.isfinite(values.float()).all():
+        raise _fail(source, f"{name}: values hold NaN or Inf")
+    return SparseDiff(shape, torch.from_numpy(positions), values)
+
+
+def from_bytes(data: bytes, source: str = "<bytes>") -> TaskDiff:
+    """Parse and check a task file's bytes; raises TaskFileError naming the problem."""
+    header = _read_header(data, source)
+    try:
+        tensors = load_safetensors(data)
+    except Exception as err:  # safetensors raises its own error types
+        raise _fail(source, f"corrupt safetensors payload ({err})") from err
+    meta = header.get("__metadata__") or {}
+    if meta.get("format") != FORMAT:
+        raise _fail(source, f"not a diffprune task file (format={meta.get('format')!r})")
+    try:
+        version = int(meta.get("format_version", ""))
+    except ValueError as err:
+        raise _fail(source, "format_version is not a number") from err
+    if version > FORMAT_VERSION:
+        raise _fail(source, f"format version {version} is newer than this diffprune reads "
+                            f"({FORMAT_VERSION}); upgrade diffprune")
+    if meta.get("checksum") != _checksum(tensors, meta):
+        raise _fail(source, "checksum mismatch: the file was changed or damaged after writing")
+    encoding = meta.get("encoding")
+    if encoding not in ENCODINGS:
+        raise _fail(source, f"unknown encoding {encoding!r}")
+    layout = _json(meta, "layout", source)
+    head_shapes = _json(meta, "head", source)
+    if not isinstance(layout, dict) or not isinstance(head_shapes, dict):
+        raise _fail(source, "layout and head must be JSON objects")
+    expected = {f"{kind}.{n}" for n in layout for kind in ("positions", "values")}
+    expected |= {f"head.{n}" for n in head_shapes}
+    if set(tensors) != expected:
+        extra, missing = sorted(set(tensors) - expected), sorted(expected - set(tensors))
+        raise _fail(source, f"tensors do not match the layout (extra: {extra}, missing: {missing})")
+    diffs = {n: _decode_diff(n, info, tensors, encoding, source) for n, info in layout.items()}
+    head = {}
+    for name, shape in head_shapes.items():
+        t = tensors[f"head.{name}"]
+        if list(t.shape) != list(shape) or not t.is_floating_point():
+            raise _fail(source, f"head.{name}: expected float {shape}, got {t.dtype} "
+                                f"{list(t.shape)}")
+        if not torch.isfinite(t).all():
+            raise _fail(source, f"head.{name}: values hold NaN or Inf")
+        head[name] = t
+    task = TaskDiff(diffs, head, task=_json(meta, "task", source),
+                    config=_json(meta, "config", source), metrics=_json(meta, "metrics", source),
+                    base=_json(meta, "base", source))
+    if str(task.nonzeros) != meta.get("nonzeros"):
+        raise _fail(source, f"metadata says {meta.get('nonzeros')} nonzeros, the diff holds "
+                            f"{task.nonzeros}")
+    return task
+
+
+def load_task(path: str | Path) -> TaskDiff:
+    """Read and check a task file (see ``from_bytes``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise TaskFileError(f"{path}: no such file")
+    return from_bytes(path.read_bytes(), str(path))
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The header metadata with JSON fields decoded, plus the file size."""
+    task_bytes = Path(path).read_bytes()
+    meta = dict(_read_header(task_bytes, str(path)).get("__metadata__") or {})
+    for key in ("layout", "head", "task", "config", "metrics", "base"):
+        if key in meta:
+            meta[key] = _json(meta, key, str(path))
+    meta["file_bytes"] = len(task_bytes)
+    return meta

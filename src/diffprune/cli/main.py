@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from diffprune import __version__
-from diffprune.cli import train
+from diffprune.cli import inspect_cmd, merge_cmd, train
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -14,6 +14,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"diffprune {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)
     train.add_parser(subparsers)
+    inspect_cmd.add_parser(subparsers)
+    merge_cmd.add_parser(subparsers)
     return parser
 
 
@@ -21,7 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, FloatingPointError, RuntimeError) as err:
+    except BrokenPipeError:  # output piped into `head` and the like
+        return 0
+    except (ValueError, KeyError, OSError, FloatingPointError, RuntimeError) as err:
         print(f"diffprune {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -22,6 +22,7 @@ from diffprune.config import DiffPruneConfig
 from diffprune.data.glue import GlueTask, get_task, read_split
 from diffprune.data.metrics import glue_metrics
 from diffprune.data_paths import default_model_path
+from diffprune.export import task_from_model
 from diffprune.model import DiffPruneModel
 from diffprune.optim import build_optimizer
 from diffprune.task_file import save_task
@@ -149,8 +150,13 @@ def train_task(config: DiffPruneConfig, settings: TrainSettings) -> dict:
     model.load_state_dict(best["state"], strict=False)
     metrics.update(mask_steps=steps, best_step=best["step"], dev=best["scores"],
                    train_seconds=time.time() - start)
-    save_task(model, out_dir / "diff.safetensors",
-              {"task": task.name, "labels": list(task.labels or []), "dev": best["scores"]})
+    task_info = {"name": task.name, "labels": list(task.labels or []),
+                 "num_labels": task.num_labels,
+                 "problem_type": "regression" if task.labels is None
+                 else "single_label_classification"}
+    base_info = {"name_or_path": str(settings.model or default_model_path())}
+    save_task(task_from_model(model, task_info, best["scores"], base_info),
+              out_dir / "diff.safetensors")
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (out_dir / "config.json").write_text(json.dumps(
         {"diffprune": config.to_dict(), "train": vars(settings)}, indent=2) + "\n")

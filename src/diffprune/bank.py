@@ -1,0 +1,252 @@
+"""The multi-task bank: one base model in memory, any number of task diffs, switched in place.
+
+Activating a task writes theta + delta into the base weights at the task's positions only, after
+saving the base values found there; reverting writes those saved values back, so the base is
+bit-for-bit the original afterwards (adding and then subtracting in floating point is not
+exact). Tasks are independent: adding, removing or activating one never reads another. All
+public methods hold one lock, so no forward ever sees a half-applied diff.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from diffprune.fingerprint import fingerprint
+from diffprune.task_file import TaskDiff, TaskFileError, load_task
+
+
+@dataclass
+class _Resident:
+    """A task as kept in memory: int32 positions and the file's value dtype (compact: float16)."""
+
+    task: TaskDiff
+    positions: dict[str, torch.Tensor]  # (k,) int32 per gated tensor
+    values: dict[str, torch.Tensor]  # (k,) per gated tensor
+    head: dict[str, nn.Parameter]
+    file_bytes: int
+
+    @property
+    def resident_bytes(self) -> int:
+        tensors = [*self.positions.values(), *self.values.values(), *self.head.values()]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+
+class TaskBank:
+    """Holds a base model once and serves any number of diff-pruned tasks.
+
+    Args:
+        model: the base model with a task head of the right structure (e.g. a Transformers
+            ``...ForSequenceClassification``); its head parameters are swapped per task.
+        base_info: identity of the base (``name_or_path``, ``revision``), for messages and merge.
+        tokenizer: kept for ``merge`` and for callers that tokenise through the bank.
+    """
+
+    def __init__(self, model: nn.Module, base_info: dict[str, Any] | None = None,
+                 tokenizer: Any = None) -> None:
+        self.model = model.eval()
+        self.base_info = dict(base_info or {})
+        self.tokenizer = tokenizer
+        self._params = dict(model.named_parameters(remove_duplicate=False))
+        self._tasks: dict[str, _Resident] = {}
+        self._active: str | None = None
+        self._saved: dict[str, torch.Tensor] = {}  # base values at the active task's positions
+        self._saved_head: dict[str, nn.Parameter] = {}
+        self._fingerprints: dict[frozenset[str], str] = {}
+        self._lock = threading.RLock()
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path | None = None, **kwargs: Any) -> TaskBank:
+        """Load a base model (default: the bundled MiniLM) and its tokenizer."""
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        from diffprune.data_paths import default_model_path
+
+        path = str(name_or_path or default_model_path())
+        hf_logging.set_verbosity_error()
+        model = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path)
+        except (OSError, ValueError):  # a weights-only directory: fine for merge and tensors
+            tokenizer = None
+        return cls(model, {"name_or_path": path}, tokenizer)
+
+    # ----------------------------------------------------------------- tasks
+    @property
+    def tasks(self) -> list[str]:
+        return list(self._tasks)
+
+    @property
+    def active(self) -> str | None:
+        return self._active
+
+    def base_fingerprint(self, names: list[str]) -> str:
+        """Fingerprint of the pristine base tensors ``names`` (cached per set of names)."""
+        key = frozenset(names)
+        with self._lock:
+            if key not in self._fingerprints:
+                self._revert()
+                self._fingerprints[key] = fingerprint((n, self._params[n]) for n in names)
+            return self._fingerprints[key]
+
+    def add(self, name: str, task: TaskDiff | str | Path) -> None:
+        """Load (if a path), check against this base, and keep a task; others are untouched."""
+        file_bytes = 0
+        if not isinstance(task, TaskDiff):
+            file_bytes = Path(task).stat().st_size if Path(task).is_file() else 0
+            task = load_task(task)
+        source = f"task {name!r}"
+        for tensor_name, diff in task.diffs.items():
+            param = self._params.get(tensor_name)
+            if param is None:
+                raise TaskFileError(f"{source}: the base model has no tensor {tensor_name!r}")
+            if tuple(param.shape) != tuple(diff.shape):
+                raise TaskFileError(f"{source}: {tensor_name} has shape {tuple(diff.shape)}, the "
+                                    f"base has {tuple(param.shape)}")
+        for head_name in task.head:
+            if head_name not in self._params:
+                raise TaskFileError(f"{source}: the base model has no head tensor {head_name!r}")
+        expected = task.base.get("fingerprint")
+        actual = self.base_fingerprint(list(task.diffs))
+        if expected != actual:
+            raise TaskFileError(
+                f"{source} was trained against base {expected} "
+                f"({task.base.get('name_or_path', 'unknown')}), but the loaded base is {actual} "
+                f"({self.base_info.get('name_or_path', 'unknown')})")
+        device = next(iter(self._params.values())).device
+        resident = _Resident(
+            task,
+            {n: d.positions.to(device=device, dtype=torch.int32) for n, d in task.diffs.items()
+             if d.positions.numel()},
+            {n: d.values.to(device) for n, d in task.diffs.items() if d.positions.numel()},
+            {n: nn.Parameter(t.to(device), requires_grad=False) for n, t in task.head.items()},
+            file_bytes)
+        with self._lock:
+            if name in self._tasks:
+                raise ValueError(f"a task named {name!r} is already loaded; remove it first")
+            self._tasks[name] = resident
+
+    def remove(self, name: str) -> None:
+        with self._lock:
+            self._get(name)
+            if self._active == name:
+                self._revert()
+            del self._tasks[name]
+
+    def describe(self) -> list[dict[str, Any]]:
+        """One row per task: labels, nonzeros, density, bytes on disk and in memory."""
+        with self._lock:
+            return [{"name": n, "labels": r.task.task.get("labels"),
+                     "problem_type": r.task.task.get("problem_type"),
+                     "nonzeros": r.task.nonzeros, "density": r.task.density,
+                     "file_bytes": r.file_bytes, "resident_bytes": r.resident_bytes,
+                     "base_fingerprint": r.task.base.get("fingerprint"),
+                     "active": n == self._active}
+                    for n, r in self._tasks.items()]
+
+    def _get(self, name: str) -> _Resident:
+        if name not in self._tasks:
+            known = ", ".join(self._tasks) or "none"
+            raise KeyError(f"no task named {name!r} is loaded (loaded: {known})")
+        return self._tasks[name]
+
+    # ----------------------------------------------------------------- switching
+    @torch.no_grad()
+    def activate(self, name: str) -> None:
+        """Make ``name`` the task the model computes: revert the current diff, apply this one."""
+        with self._lock:
+            resident = self._get(name)
+            if self._active == name:
+                return
+            self._revert()
+            for tensor_name, positions in resident.positions.items():
+                flat = self._params[tensor_name].data.view(-1)
+                index = positions.long()
+                self._saved[tensor_name] = flat[index]  # (k,) a copy of the base values
+                flat.index_add_(0, index, resident.values[tensor_name].to(flat.dtype))
+            for head_name, param in resident.head.items():
+                self._saved_head[head_name] = self._swap_head(head_name, param)
+            self._active = name
+
+    @torch.no_grad()
+    def _revert(self) -> None:
+        if self._active is None:
+            return
+        resident = self._tasks[self._active]
+        for tensor_name, saved in self._saved.items():
+            flat = self._params[tensor_name].data.view(-1)
+            flat.index_copy_(0, resident.positions[tensor_name].long(), saved)
+        for head_name, original in self._saved_head.items():
+            self._swap_head(head_name, original)
+        self._saved, self._saved_head, self._active = {}, {}, None
+
+    def deactivate(self) -> None:
+        """Back to the pristine base (bit-for-bit)."""
+        with self._lock:
+            self._revert()
+
+    def _swap_head(self, name: str, param: nn.Parameter) -> nn.Parameter:
+        module_name, _, attr = name.rpartition(".")
+        module = self.model.get_submodule(module_name)
+        old = module._parameters[attr]
+        module._parameters[attr] = param
+        return old
+
+    # ----------------------------------------------------------------- inference
+    @torch.no_grad()
+    def forward(self, task: str, **inputs: Any) -> Any:
+        """The model's output for a batch of one task."""
+        with self._lock:
+            self.activate(task)
+            return self.model(**inputs)
+
+    @torch.no_grad()
+    def forward_mixed(self, tasks: list[str], **inputs: torch.Tensor) -> list[torch.Tensor]:
+        """Logits per row for a batch whose rows belong to different tasks.
+
+        Rows are grouped by task; each group runs once under its task, so the cost is one switch
+        per distinct task in the batch. Returns one (num_labels,) tensor per row, in row order.
+        """
+        rows = len(tasks)
+        for key, value in inputs.items():
+            if value.shape[0] != rows:
+                raise ValueError(f"{key} has {value.shape[0]} rows but {rows} task names given")
+        out: list[torch.Tensor | None] = [None] * rows
+        with self._lock:
+            for task in dict.fromkeys(tasks):
+                index = [i for i, t in enumerate(tasks) if t == task]
+                sub = {k: v[index] for k, v in inputs.items()}
+                logits = self.forward(task, **sub).logits  # (len(index), num_labels)
+                for j, i in enumerate(index):
+                    out[i] = logits[j]
+        return out  # type: ignore[return-value]
+
+    # ----------------------------------------------------------------- merge
+    def merge(self, name: str, output_dir: str | Path) -> Path:
+        """Save ``name`` as a standalone Transformers model directory (``from_pretrained``)."""
+        with self._lock:
+            self.activate(name)
+            merged = copy.deepcopy(self.model)
+        task = self._tasks[name].task.task
+        labels = task.get("labels") or []
+        config = merged.config
+        config.num_labels = int(task.get("num_labels") or max(1, len(labels)))
+        if labels:
+            config.id2label = dict(enumerate(labels))
+            config.label2id = {label: i for i, label in enumerate(labels)}
+        if task.get("problem_type"):
+            config.problem_type = task["problem_type"]
+        for param in merged.parameters():
+            param.requires_grad_(True)
+        output_dir = Path(output_dir)
+        merged.save_pretrained(output_dir)
+        if self.tokenizer is not None:
+            self.tokenizer.save_pretrained(output_dir)
+        return output_dir

@@ -1,0 +1,45 @@
+"""Pictures of where diffs land (the paper's Figure 2): layers by tensor kind, one panel a task."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from diffprune.layout import per_tensor
+from diffprune.task_file import TaskDiff
+
+
+def _layer_key(layer: str) -> tuple[int, int | str]:
+    if layer.startswith("layer "):
+        return (1, int(layer.split()[1]))
+    return (0, layer) if "emb" in layer or layer in ("wte", "wpe") else (2, layer)
+
+
+def plot_layout(tasks: list[tuple[str, TaskDiff]], output: str | Path) -> Path:
+    """Heatmaps of the percentage of nonzero diff entries per (layer, tensor kind)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    tables = [per_tensor(task) for _, task in tasks]
+    layers = sorted({r["layer"] for t in tables for r in t}, key=_layer_key)
+    kinds = sorted({r["kind"] for t in tables for r in t})
+    fig, axes = plt.subplots(1, len(tasks), figsize=(1.2 + 0.32 * len(kinds) * len(tasks),
+                                                     1.5 + 0.32 * len(layers)), squeeze=False)
+    vmax = max((100 * r["density"] for t in tables for r in t), default=1.0) or 1.0
+    image = None
+    for ax, (title, _), rows in zip(axes[0], tasks, tables):
+        grid = np.full((len(layers), len(kinds)), np.nan)
+        for r in rows:
+            grid[layers.index(r["layer"]), kinds.index(r["kind"])] = 100 * r["density"]
+        image = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=0.0, vmax=vmax)
+        ax.set_title(title)
+        ax.set_xticks(range(len(kinds)), kinds, rotation=90, fontsize=7)
+        ax.set_yticks(range(len(layers)), layers, fontsize=7)
+    fig.colorbar(image, ax=axes[0].tolist(), label="% nonzero in the tensor")
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(output, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return output
