@@ -3,8 +3,10 @@
 Activating a task writes theta + delta into the base weights at the task's positions only, after
 saving the base values found there; reverting writes those saved values back, so the base is
 bit-for-bit the original afterwards (adding and then subtracting in floating point is not
-exact). Tasks are independent: adding, removing or activating one never reads another. All
-public methods hold one lock, so no forward ever sees a half-applied diff.
+exact). All weights live in one flat buffer, so a switch is a few operations over the task's
+positions, whatever the number of tensors. Tasks are independent: adding, removing or
+activating one never reads another. All public methods hold one lock, so no forward ever sees
+a half-applied diff.
 """
 
 from __future__ import annotations
@@ -24,18 +26,39 @@ from diffprune.task_file import TaskDiff, TaskFileError, load_task
 
 @dataclass
 class _Resident:
-    """A task as kept in memory: int32 positions and the file's value dtype (compact: float16)."""
+    """A task as kept in memory: positions into the bank's flat weight buffer and the values."""
 
     task: TaskDiff
-    positions: dict[str, torch.Tensor]  # (k,) int32 per gated tensor
-    values: dict[str, torch.Tensor]  # (k,) per gated tensor
+    positions: torch.Tensor  # (k,) int32 (int64 past 2**31 weights), over all gated tensors
+    values: torch.Tensor  # (k,) the file's dtype (compact files: float16)
     head: dict[str, nn.Parameter]
     file_bytes: int
 
     @property
     def resident_bytes(self) -> int:
-        tensors = [*self.positions.values(), *self.values.values(), *self.head.values()]
+        tensors = [self.positions, self.values, *self.head.values()]
         return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def _flatten_parameters(model: nn.Module) -> tuple[torch.Tensor, dict[int, int]]:
+    """Move every parameter into one flat buffer (parameters become views of it).
+
+    A task switch is then one gather, one index_add_ and one index_copy_ over all of the task's
+    positions, instead of a few small operations per tensor. Returns the buffer and each
+    parameter's offset, by ``id``.
+    """
+    unique = list({id(p): p for p in model.parameters()}.values())
+    dtypes = {(p.dtype, p.device) for p in unique}
+    if len(dtypes) != 1:
+        found = sorted(map(str, dtypes))
+        raise ValueError(f"the bank needs one parameter dtype and device, found {found}")
+    flat = torch.cat([p.detach().reshape(-1) for p in unique])  # (total,)
+    offsets, start = {}, 0
+    for p in unique:
+        p.data = flat[start:start + p.numel()].view_as(p)
+        offsets[id(p)] = start
+        start += p.numel()
+    return flat, offsets
 
 
 class TaskBank:
@@ -54,9 +77,12 @@ class TaskBank:
         self.base_info = dict(base_info or {})
         self.tokenizer = tokenizer
         self._params = dict(model.named_parameters(remove_duplicate=False))
+        self._flat, offsets = _flatten_parameters(model)
+        self._offset = {name: offsets[id(p)] for name, p in self._params.items()}
         self._tasks: dict[str, _Resident] = {}
         self._active: str | None = None
-        self._saved: dict[str, torch.Tensor] = {}  # base values at the active task's positions
+        self._active_index: torch.Tensor | None = None  # (k,) int64 positions of the active task
+        self._saved: torch.Tensor | None = None  # (k,) base values at those positions
         self._saved_head: dict[str, nn.Parameter] = {}
         self._fingerprints: dict[frozenset[str], str] = {}
         self._lock = threading.RLock()
@@ -120,12 +146,12 @@ class TaskBank:
                 f"{source} was trained against base {expected} "
                 f"({task.base.get('name_or_path', 'unknown')}), but the loaded base is {actual} "
                 f"({self.base_info.get('name_or_path', 'unknown')})")
-        device = next(iter(self._params.values())).device
+        device, index_dtype = self._flat.device, (
+            torch.int32 if self._flat.numel() < 2**31 else torch.int64)
+        positions = torch.cat([d.positions + self._offset[n] for n, d in task.diffs.items()])
+        values = torch.cat([d.values for d in task.diffs.values()])
         resident = _Resident(
-            task,
-            {n: d.positions.to(device=device, dtype=torch.int32) for n, d in task.diffs.items()
-             if d.positions.numel()},
-            {n: d.values.to(device) for n, d in task.diffs.items() if d.positions.numel()},
+            task, positions.to(device=device, dtype=index_dtype), values.to(device),
             {n: nn.Parameter(t.to(device), requires_grad=False) for n, t in task.head.items()},
             file_bytes)
         with self._lock:
@@ -166,11 +192,10 @@ class TaskBank:
             if self._active == name:
                 return
             self._revert()
-            for tensor_name, positions in resident.positions.items():
-                flat = self._params[tensor_name].data.view(-1)
-                index = positions.long()
-                self._saved[tensor_name] = flat[index]  # (k,) a copy of the base values
-                flat.index_add_(0, index, resident.values[tensor_name].to(flat.dtype))
+            index = resident.positions.long()  # (k,) into the flat buffer
+            self._saved = self._flat[index]  # (k,) a copy of the base values there
+            self._flat.index_add_(0, index, resident.values.to(self._flat.dtype))
+            self._active_index = index
             for head_name, param in resident.head.items():
                 self._saved_head[head_name] = self._swap_head(head_name, param)
             self._active = name
@@ -179,13 +204,10 @@ class TaskBank:
     def _revert(self) -> None:
         if self._active is None:
             return
-        resident = self._tasks[self._active]
-        for tensor_name, saved in self._saved.items():
-            flat = self._params[tensor_name].data.view(-1)
-            flat.index_copy_(0, resident.positions[tensor_name].long(), saved)
+        self._flat.index_copy_(0, self._active_index, self._saved)  # the exact base values back
         for head_name, original in self._saved_head.items():
             self._swap_head(head_name, original)
-        self._saved, self._saved_head, self._active = {}, {}, None
+        self._saved, self._active_index, self._saved_head, self._active = None, None, {}, None
 
     def deactivate(self) -> None:
         """Back to the pristine base (bit-for-bit)."""
