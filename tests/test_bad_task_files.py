@@ -104,6 +104,13 @@ def _grow_first_count(meta):
     meta["layout"] = json.dumps(layout)
 
 
+def _grow_first_stream(meta):
+    layout = json.loads(meta["layout"])
+    first = next(e for e in layout.values() if e["count"])
+    first["stream"] += 1
+    meta["layout"] = json.dumps(layout)
+
+
 def _zip_bytes(tmp_path) -> bytes:
     path = tmp_path / "x.zip"
     with zipfile.ZipFile(path, "w") as z:
@@ -138,7 +145,9 @@ CORPUS = {  # name: (bytes of the file, a regex the error must match)
     "bad layout json": (_meta(layout="{oops"), "not valid JSON"),
     "nonzeros mismatch": (_meta(nonzeros="1"), "nonzeros"),
     "count larger than stream": (lambda t: _rewrite(GOOD_BYTES, edit_meta=_grow_first_count),
-                                 "holds|entries"),
+                                 "holds|entries|cannot hold"),
+    "stream length lie": (lambda t: _rewrite(GOOD_BYTES, edit_meta=_grow_first_stream),
+                          "holds|entries|cannot hold"),
     "nan value": (_value(float("nan")), "NaN"),
     "inf value": (_value(float("inf")), "Inf"),
     "position out of range": (_positions(
@@ -155,10 +164,10 @@ CORPUS = {  # name: (bytes of the file, a regex the error must match)
                          "head.classifier.weight"),
     "nan head": (_tensors(lambda ts: ts.update({"head.classifier.bias":
                                                 torch.tensor([0.0, float("nan")])})), "NaN"),
-    "missing tensor": (_tensors(lambda ts: ts.pop(_first_key(ts, "values."))), "missing"),
+    "missing tensor": (_tensors(lambda ts: ts.pop("values")), "missing"),
     "extra tensor": (_tensors(lambda ts: ts.update({"evil": torch.zeros(1)})), "extra"),
     "corrupt compressed stream": (_tensors(lambda ts: ts.update(
-        {_first_key(ts, "positions."): torch.full((20,), 7, dtype=torch.uint8)})),
+        {"positions": torch.full((20,), 7, dtype=torch.uint8)})),
         "corrupt compressed|holds"),
     "mismatched base": (_mismatched_base, "trained against base"),
 }

@@ -1,12 +1,13 @@
 """One task on disk: ``diff.safetensors`` with the diff's nonzeros, the dense head and metadata.
 
-Tensors (never pickle):
-  ``positions.<name>``  sorted flat positions of the nonzeros of one gated tensor;
-  ``values.<name>``     their values;
-  ``head.<name>``       a dense task-head tensor (float32).
-Encodings: ``compact`` (default) stores positions as an LZMA-compressed varint gap stream and
-values as LZMA-compressed float16 byte planes, both uint8 (see ``codec.py``); ``lossless``
-stores int32/int64 positions and float32 values, readable by any safetensors reader.
+Tensors (never pickle), by encoding:
+  ``compact`` (default): ``positions``, one LZMA-compressed varint gap stream of every gated
+      tensor in layout order, and ``values``, their float16 values as LZMA-compressed byte
+      planes, both uint8 (see ``codec.py``); one stream each compresses better than one per
+      tensor and carries no per-stream overhead;
+  ``lossless``: ``positions.<name>`` (int32, or int64 past 2**31 entries) and ``values.<name>``
+      (float32) per gated tensor, readable by any safetensors reader;
+  and in both, ``head.<name>``: each dense task-head tensor (float32).
 Header metadata: format and versions, the encoding, the layout (shape and count per tensor), the
 method's config, the task (labels, problem type), dev metrics, the base model's identity and
 fingerprint, density, nonzero count, and a SHA-256 checksum of every tensor.
@@ -100,21 +101,24 @@ def to_bytes(task: TaskDiff, encoding: str = "compact") -> bytes:
     if encoding not in ENCODINGS:
         raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
     tensors: dict[str, torch.Tensor] = {}
-    layout = {}
+    layout, streams, all_values = {}, [], []
     for name, d in task.diffs.items():
         positions = d.positions.detach().cpu().numpy().astype(np.int64)
         values = d.values.detach().cpu().float().numpy()
+        entry = {"shape": list(d.shape), "count": int(positions.size)}
         if encoding == "compact":
-            tensors[f"positions.{name}"] = _bytes_tensor(codec.compress(
-                codec.encode_positions(positions)))
-            tensors[f"values.{name}"] = _bytes_tensor(codec.compress(codec.encode_values(values)))
-            stream = len(codec.encode_positions(positions))
+            streams.append(codec.encode_positions(positions))
+            all_values.append(values)
+            entry["stream"] = len(streams[-1])
         else:
             narrow = np.int32 if d.numel < 2**31 else np.int64
             tensors[f"positions.{name}"] = torch.from_numpy(positions.astype(narrow))
             tensors[f"values.{name}"] = torch.from_numpy(values.copy())
-            stream = 0
-        layout[name] = {"shape": list(d.shape), "count": int(positions.size), "stream": stream}
+        layout[name] = entry
+    if encoding == "compact":
+        tensors["positions"] = _bytes_tensor(codec.compress(b"".join(streams)))
+        joined = np.concatenate(all_values) if all_values else np.empty(0, np.float32)
+        tensors["values"] = _bytes_tensor(codec.compress(codec.encode_values(joined)))
     for name, t in task.head.items():
         tensors[f"head.{name}"] = t.detach().cpu().float().contiguous()
     metadata = {
@@ -195,41 +199,73 @@ def _check_positions(p: np.ndarray, numel: int, name: str, source: str) -> None:
         raise _fail(source, f"{name}: positions are not sorted and unique")
 
 
-def _decode_diff(name: str, info: Any, tensors: dict[str, torch.Tensor], encoding: str,
-                 source: str) -> SparseDiff:
+@dataclass
+class _Entry:
+    name: str
+    shape: tuple[int, ...]
+    numel: int
+    count: int
+    stream: int  # bytes of its varint positions (compact encoding)
+
+
+def _entries(layout: dict[str, Any], compact: bool, source: str) -> list[_Entry]:
+    entries = []
+    for name, info in layout.items():
+        try:
+            shape = tuple(int(s) for s in info["shape"])
+            count = int(info["count"])
+            stream = int(info["stream"]) if compact else 0
+        except (KeyError, TypeError, ValueError) as err:
+            raise _fail(source, f"layout of {name} is malformed ({err})") from err
+        numel = int(np.prod(shape, dtype=np.int64))
+        if min(shape, default=1) < 0 or not 0 <= count <= numel:
+            raise _fail(source, f"{name}: {count} nonzeros do not fit shape {shape}")
+        if not count <= stream <= 10 * count and compact:
+            raise _fail(source, f"{name}: a stream of {stream} bytes cannot hold {count} positions")
+        entries.append(_Entry(name, shape, numel, count, stream))
+    return entries
+
+
+def _decode_compact(entries: list[_Entry], tensors: dict[str, torch.Tensor],
+                    source: str) -> dict[str, tuple[np.ndarray, torch.Tensor]]:
+    pos_t, val_t = tensors["positions"], tensors["values"]
+    if pos_t.dtype != torch.uint8 or val_t.dtype != torch.uint8:
+        raise _fail(source, f"compact streams must be uint8, got {pos_t.dtype}/{val_t.dtype}")
+    total = sum(e.count for e in entries)
     try:
-        shape = tuple(int(s) for s in info["shape"])
-        count, stream = int(info["count"]), int(info["stream"])
-    except (KeyError, TypeError, ValueError) as err:
-        raise _fail(source, f"layout of {name} is malformed ({err})") from err
-    numel = int(np.prod(shape, dtype=np.int64))
-    if min(shape, default=1) < 0 or not 0 <= count <= numel:
-        raise _fail(source, f"{name}: {count} nonzeros do not fit shape {shape}")
-    pos_t, val_t = tensors.get(f"positions.{name}"), tensors.get(f"values.{name}")
-    if pos_t is None or val_t is None:
-        raise _fail(source, f"{name}: positions or values tensor is missing")
-    try:
-        if encoding == "compact":
-            if pos_t.dtype != torch.uint8 or val_t.dtype != torch.uint8:
-                raise ValueError(f"compact streams must be uint8, got {pos_t.dtype}/{val_t.dtype}")
-            raw = codec.decompress(pos_t.numpy().tobytes(), stream)
-            positions = codec.decode_positions(raw, count, numel)
-            values = torch.from_numpy(codec.decode_values(
-                codec.decompress(val_t.numpy().tobytes(), 2 * count), count).copy())
-        else:
-            if pos_t.dtype not in (torch.int32, torch.int64) or val_t.dtype != torch.float32:
-                raise ValueError(f"lossless tensors must be int32/int64 and float32, got "
-                                 f"{pos_t.dtype}/{val_t.dtype}")
-            if pos_t.shape != (count,) or val_t.shape != (count,):
-                raise ValueError(f"expected shape ({count},), got {tuple(pos_t.shape)} and "
-                                 f"{tuple(val_t.shape)}")
-            positions, values = pos_t.numpy().astype(np.int64), val_t.clone()
+        streams = codec.decompress(pos_t.numpy().tobytes(), sum(e.stream for e in entries))
+        values = codec.decode_values(codec.decompress(val_t.numpy().tobytes(), 2 * total), total)
     except ValueError as err:
-        raise _fail(source, f"{name}: {err}") from err
-    _check_positions(positions, numel, name, source)
+        raise _fail(source, str(err)) from err
+    out, at, first = {}, 0, 0
+    for e in entries:
+        try:
+            positions = codec.decode_positions(streams[at:at + e.stream], e.count, e.numel)
+        except ValueError as err:
+            raise _fail(source, f"{e.name}: {err}") from err
+        out[e.name] = (positions, torch.from_numpy(values[first:first + e.count].copy()))
+        at, first = at + e.stream, first + e.count
+    return out
+
+
+def _decode_lossless(e: _Entry, tensors: dict[str, torch.Tensor],
+                     source: str) -> tuple[np.ndarray, torch.Tensor]:
+    pos_t, val_t = tensors[f"positions.{e.name}"], tensors[f"values.{e.name}"]
+    if pos_t.dtype not in (torch.int32, torch.int64) or val_t.dtype != torch.float32:
+        raise _fail(source, f"{e.name}: lossless tensors must be int32/int64 and float32, got "
+                            f"{pos_t.dtype}/{val_t.dtype}")
+    if pos_t.shape != (e.count,) or val_t.shape != (e.count,):
+        raise _fail(source, f"{e.name}: expected shape ({e.count},), got "
+                            f"{tuple(pos_t.shape)} and {tuple(val_t.shape)}")
+    return pos_t.numpy().astype(np.int64), val_t.clone()
+
+
+def _checked_diff(e: _Entry, positions: np.ndarray, values: torch.Tensor,
+                  source: str) -> SparseDiff:
+    _check_positions(positions, e.numel, e.name, source)
     if not torch.isfinite(values.float()).all():
-        raise _fail(source, f"{name}: values hold NaN or Inf")
-    return SparseDiff(shape, torch.from_numpy(positions), values)
+        raise _fail(source, f"{e.name}: values hold NaN or Inf")
+    return SparseDiff(e.shape, torch.from_numpy(positions), values)
 
 
 def from_bytes(data: bytes, source: str = "<bytes>") -> TaskDiff:
@@ -258,12 +294,17 @@ def from_bytes(data: bytes, source: str = "<bytes>") -> TaskDiff:
     head_shapes = _json(meta, "head", source)
     if not isinstance(layout, dict) or not isinstance(head_shapes, dict):
         raise _fail(source, "layout and head must be JSON objects")
-    expected = {f"{kind}.{n}" for n in layout for kind in ("positions", "values")}
+    compact = encoding == "compact"
+    expected = {"positions", "values"} if compact else {
+        f"{kind}.{n}" for n in layout for kind in ("positions", "values")}
     expected |= {f"head.{n}" for n in head_shapes}
     if set(tensors) != expected:
         extra, missing = sorted(set(tensors) - expected), sorted(expected - set(tensors))
         raise _fail(source, f"tensors do not match the layout (extra: {extra}, missing: {missing})")
-    diffs = {n: _decode_diff(n, info, tensors, encoding, source) for n, info in layout.items()}
+    entries = _entries(layout, compact, source)
+    decoded = _decode_compact(entries, tensors, source) if compact else {
+        e.name: _decode_lossless(e, tensors, source) for e in entries}
+    diffs = {e.name: _checked_diff(e, *decoded[e.name], source) for e in entries}
     head = {}
     for name, shape in head_shapes.items():
         t = tensors[f"head.{name}"]

@@ -80,8 +80,10 @@ def run_stage(model: DiffPruneModel, loader, num_steps: int, optimizer, schedule
             losses.append(float(out.loss))
             step += 1
             postfix = {"loss": f"{losses[-1]:.4f}"}
+            if model.stage == "gated" and step % 25 == 1:  # a pass over every gate: not each step
+                density = model.expected_density()
             if model.stage == "gated":
-                postfix["density"] = f"{model.expected_density():.4f}"
+                postfix["density"] = f"{density:.4f}"
             bar.set_postfix(postfix)
             bar.update()
             if step >= num_steps:
