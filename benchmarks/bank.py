@@ -2,7 +2,8 @@
 
 - switch: median time of one task switch (revert the active 0.5% diff, apply the next) beside
   loading a fully finetuned checkpoint of the same model from a safetensors file (page cache
-  warm, which favours the checkpoint) into the model;
+  warm, which favours the checkpoint) into the live model (the headline), and beside
+  ``from_pretrained`` of a finetuned model directory (what a user without a bank would run);
 - memory: process RSS growth for the base with 10 resident tasks beside the base alone, and the
   same ratio from tensor bytes;
 - mixed batches: rows per second of batches whose rows cycle over 3 tasks, beside batches of one
@@ -131,8 +132,15 @@ def main() -> None:
     def load_checkpoint() -> None:
         bank.model.load_state_dict(load_file(str(checkpoint)))
 
+    finetuned_dir = tmp / "finetuned"
+    bank.model.save_pretrained(finetuned_dir)
+
+    def from_pretrained() -> None:
+        type(bank.model).from_pretrained(finetuned_dir)
+
     switch_s = median_time(switch, repeat * 5)
     load_s = median_time(load_checkpoint, repeat)
+    from_pretrained_s = median_time(from_pretrained, 3)
     bank.deactivate()
 
     # Mixed-task batches beside single-task batches.
@@ -159,6 +167,8 @@ def main() -> None:
         "settings": {"batch": batch, "seq_len": seq_len, "repeat": repeat,
                      "density": args.density, "real_task_files": [str(p) for p in args.task_file]},
         "switch_ms": 1000 * switch_s, "checkpoint_load_ms": 1000 * load_s,
+        "from_pretrained_ms": 1000 * from_pretrained_s,
+        "switch_speedup_vs_from_pretrained": from_pretrained_s / switch_s,
         "rss_mb": {"start": rss_start, "base": rss_base, "base_plus_10_tasks": rss_tasks},
         "tensor_memory_ratio_10_tasks": (model_bytes + sum(r["resident_bytes"] for r in rows))
         / model_bytes,
@@ -173,7 +183,9 @@ def main() -> None:
         "| measure | value |", "|---|---|",
         f"| task switch (revert + apply) | {1000 * switch_s:.2f} ms |",
         f"| load finetuned checkpoint (safetensors) | {1000 * load_s:.1f} ms |",
-        f"| switch speed-up | {results['switch_speedup']:.0f}x |",
+        f"| switch speed-up | {results['switch_speedup']:.1f}x |",
+        f"| from_pretrained of a finetuned model directory | {1000 * from_pretrained_s:.0f} ms |",
+        f"| switch speed-up vs from_pretrained | {from_pretrained_s / switch_s:.0f}x |",
         f"| RSS: base alone / base + 10 tasks | {rss_base - rss_start:.0f} MB / "
         f"{rss_tasks - rss_start:.0f} MB |",
         f"| memory ratio, 10 tasks (RSS) | {results['memory_ratio_10_tasks']:.3f} |",

@@ -59,6 +59,8 @@ def test_cli_train_writes_task_file_and_metrics(tmp_path, capsys):
     assert metrics["nonzeros"] == round(0.005 * 22_713_216)
     assert metrics["density_after_projection"] == pytest.approx(0.005, rel=1e-4)
     assert 0.0 <= metrics["dev"]["accuracy"] <= 1.0 and metrics["dev_examples"] == 32
+    # Loaded back from the compact file (float16 values) onto a fresh base: the same score.
+    assert abs(metrics["dev_from_file"]["accuracy"] - metrics["dev"]["accuracy"]) <= 0.001
     # The whole file, header and dense head included, costs under 3 bytes per stored nonzero.
     assert (out / "diff.safetensors").stat().st_size / metrics["nonzeros"] <= 3.0
     assert "task file:" in capsys.readouterr().out

@@ -29,7 +29,9 @@ def run(args: argparse.Namespace) -> int:
     config = build_dataclass(DiffPruneConfig, args, file.get("diffprune"))
     metrics = train_task(config, settings)
     score = metrics["dev"][metrics["metric"]]
-    print(f"task file: {Path(settings.output) / 'diff.safetensors'}")
+    print(f"task file: {Path(settings.output) / 'diff.safetensors'} "
+          f"({metrics['file_bytes']:,} bytes; dev from the file: "
+          f"{100 * metrics['dev_from_file'][metrics['metric']]:.2f})")
     print(f"dev {metrics['metric']}: {100 * score:.2f} at {metrics['nonzeros']:,} nonzeros "
           f"({100 * metrics['density_after_projection']:.3f}% of gated parameters; "
           f"L0 stage ended at {100 * metrics['density_before_projection']:.2f}%)")

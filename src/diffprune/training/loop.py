@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
+from diffprune.bank import TaskBank
 from diffprune.config import DiffPruneConfig
 from diffprune.data.glue import GlueTask, get_task, read_split
 from diffprune.data.metrics import glue_metrics
@@ -42,6 +43,7 @@ def load_base(name_or_path: str | None, task: GlueTask):
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, loader, task: GlueTask) -> dict[str, float]:
+    was_training = model.training
     model.eval()
     preds, gold = [], []
     for batch in loader:
@@ -49,7 +51,7 @@ def evaluate(model: torch.nn.Module, loader, task: GlueTask) -> dict[str, float]
         logits = model(**batch).logits  # (B, num_labels)
         preds.append(logits.squeeze(-1) if task.labels is None else logits.argmax(-1))
         gold.append(labels)
-    model.train()
+    model.train(was_training)
     return glue_metrics(task.metric, torch.cat(preds).numpy(), torch.cat(gold).numpy())
 
 
@@ -157,8 +159,15 @@ def train_task(config: DiffPruneConfig, settings: TrainSettings) -> dict:
                  "problem_type": "regression" if task.labels is None
                  else "single_label_classification"}
     base_info = {"name_or_path": str(settings.model or default_model_path())}
-    save_task(task_from_model(model, task_info, best["scores"], base_info),
-              out_dir / "diff.safetensors")
+    path = save_task(task_from_model(model, task_info, best["scores"], base_info),
+                     out_dir / "diff.safetensors")
+    # The compact file keeps float16 values: score the task as a user gets it, from the file,
+    # on a freshly loaded base.
+    bank = TaskBank(load_base(settings.model, task)[1])
+    bank.add(task.name, path)
+    bank.activate(task.name)
+    metrics["dev_from_file"] = evaluate(bank.model, dev_loader, task)
+    metrics["file_bytes"] = path.stat().st_size
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     (out_dir / "config.json").write_text(json.dumps(
         {"diffprune": config.to_dict(), "train": vars(settings)}, indent=2) + "\n")
