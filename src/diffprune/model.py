@@ -131,9 +131,7 @@ class DiffPruneModel(nn.Module):
                                       self.tensor(site, "log_alpha"), group_gate, self.hc,
                                       self.config.fused)
             self._point_owners(site, weight)
-            if group_log_alpha is not None:
-                p_group = prob_nonzero(group_log_alpha, self.hc)
-                l0 = l0 * p_group if self.config.structured_penalty == "paper" else l0 + p_group
+            l0 = self._tensor_l0(site, l0)
             total = l0 if total is None else total + l0
         self._last_l0 = total
 
@@ -149,14 +147,18 @@ class DiffPruneModel(nn.Module):
     @torch.no_grad()
     def expected_l0(self) -> float:
         """The penalty's E[L0] now, in the form the config trains with (no sampling)."""
-        total = 0.0
-        for site in self.sites:
-            l0 = prob_nonzero(self.tensor(site, "log_alpha"), self.hc).sum()
-            if self.config.structured:
-                p_group = prob_nonzero(self.tensor(site, "group_log_alpha"), self.hc)
-                l0 = l0 * p_group if self.config.structured_penalty == "paper" else l0 + p_group
-            total += float(l0)
-        return total
+        return sum(float(self._tensor_l0(site, prob_nonzero(self.tensor(site, "log_alpha"),
+                                                            self.hc).sum()))
+                   for site in self.sites)
+
+    def _tensor_l0(self, site: TensorSite, element_l0: torch.Tensor) -> torch.Tensor:
+        """One tensor's E[L0] in the configured form, given sum_i P(z_i > 0) of its elements."""
+        if not self.config.structured:
+            return element_l0
+        p_group = prob_nonzero(self.tensor(site, "group_log_alpha"), self.hc)
+        if self.config.structured_penalty == "paper":
+            return element_l0 * p_group  # sum_i P(z_i > 0) P(z_g > 0)
+        return element_l0 + p_group  # the authors' code: each group gate counted once
 
     @torch.no_grad()
     def expected_density(self) -> float:
