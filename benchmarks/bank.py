@@ -25,23 +25,18 @@ from __future__ import annotations
 import argparse
 import ctypes
 import gc
-import json
 import os
-import platform
 import statistics
-import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+from _report import finish, run_info
 from safetensors.torch import load_file, save_file
 
 from diffprune.bank import TaskBank
 from diffprune.task_file import SparseDiff, TaskDiff, load_task, save_task
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def rss_mb() -> float:
@@ -160,10 +155,7 @@ def main() -> None:
         "bytes_per_nonzero": file_bytes[0] / nonzeros,
     }
     report = {
-        "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                    "python": platform.python_version(), "threads": torch.get_num_threads()},
+        **run_info(),
         "settings": {"batch": batch, "seq_len": seq_len, "repeat": repeat,
                      "density": args.density, "real_task_files": [str(p) for p in args.task_file]},
         "switch_ms": 1000 * switch_s, "checkpoint_load_ms": 1000 * load_s,
@@ -195,15 +187,7 @@ def main() -> None:
         f"| mixed-batch throughput ratio | {results['mixed_batch_throughput_ratio']:.3f} |",
         f"| bytes per nonzero (first file) | {results['bytes_per_nonzero']:.3f} |",
     ])
-    print(table, file=sys.stderr)
-    if not args.quick:
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / "bank.json").write_text(json.dumps(report, indent=2) + "\n")
-        (RESULTS / "bank.md").write_text(
-            f"# Multi-task bank\n\nCommand: `{report['command']}`  \nDate: {report['date']}  \n"
-            f"Machine: {report['machine']}  \nSettings: {report['settings']}\n\n{table}\n")
-    print(json.dumps(results))
-
+    finish("bank", "Multi-task bank", report, table, results, args.quick)
 
 if __name__ == "__main__":
     main()

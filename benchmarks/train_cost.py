@@ -18,16 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
-from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from _report import finish, run_info
+
 METHODS = ("full", "diff-structured", "diff")
 
 
@@ -153,23 +151,12 @@ def main() -> None:
                               / rows["full"]["train_memory_mb"]),
     }
     report = {
-        "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "cpus": os.cpu_count(), "python": platform.python_version()},
+        **run_info(),
         "settings": {"batch": args.batch, "seq_len": args.seq_len, "steps": args.steps,
                      "warmup": args.warmup, "rounds": rounds, "eager": args.eager},
         "methods": rows, **result, "runs": runs,
     }
-    print(table(rows), file=sys.stderr)
-    if not args.quick:
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / "train_cost.json").write_text(json.dumps(report, indent=2) + "\n")
-        (RESULTS / "train_cost.md").write_text(
-            f"# Training cost\n\nCommand: `{report['command']}`  \nDate: {report['date']}  \n"
-            f"Machine: {report['machine']}  \nSettings: {report['settings']}\n\n{table(rows)}\n")
-    print(json.dumps(result))
-
+    finish("train_cost", "Training cost", report, table(rows), result, args.quick)
 
 if __name__ == "__main__":
     main()

@@ -60,3 +60,17 @@ def test_masked_weight_touches_only_the_mask():
     assert changed.tolist() == [1, 7, 23]
     weight.sum().backward()
     assert values.grad.tolist() == [1.0, 1.0, 1.0]
+
+
+def test_fused_kernels_compile_where_a_compiler_exists():
+    import shutil
+
+    from diffprune.diff import _KERNELS
+
+    if not (shutil.which("gcc") or shutil.which("cc")):
+        pytest.skip("no C compiler: the eager fallback is used")
+    theta = torch.randn(10)
+    w = torch.zeros(10, requires_grad=True)
+    weight, l0 = gated_weight(theta, w, torch.full((10,), 5.0), None, HardConcrete(), fused=True)
+    (weight.sum() + l0).backward()
+    assert not _KERNELS.broken and set(_KERNELS.compiled) == {"forward", "backward"}

@@ -79,7 +79,7 @@ def run_stage(model: DiffPruneModel, loader, num_steps: int, optimizer, schedule
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            losses.append(float(out.loss))
+            losses.append(float(out.loss.detach()))
             step += 1
             postfix = {"loss": f"{losses[-1]:.4f}"}
             if model.stage == "gated" and step % 25 == 1:  # a pass over every gate: not each step
