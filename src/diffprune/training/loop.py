@@ -82,9 +82,9 @@ def run_stage(model: DiffPruneModel, loader, num_steps: int, optimizer, schedule
             losses.append(float(out.loss.detach()))
             step += 1
             postfix = {"loss": f"{losses[-1]:.4f}"}
-            if model.stage == "gated" and step % 25 == 1:  # a pass over every gate: not each step
-                density = model.expected_density()
             if model.stage == "gated":
+                if step % 25 == 1:  # a pass over every gate: not at every step
+                    density = model.expected_density()
                 postfix["density"] = f"{density:.4f}"
             bar.set_postfix(postfix)
             bar.update()
