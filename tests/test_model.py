@@ -213,3 +213,19 @@ def test_patterns_choose_gated_tensors():
     assert all("encoder.layer.1." in s.name for s in wrapped.sites)
     with pytest.raises(ValueError, match="no parameter"):
         get_diffprune_model(tiny_bert(), DiffPruneConfig(target_patterns=["nothing"], **FAST))
+
+
+def test_slots_left_at_zero_go_to_the_most_open_gates():
+    # The L0 stage may close gates below the budget; the rest of the mask then sits at
+    # |delta| = 0 and is ranked by the gates' P(z > 0), not by position.
+    wrapped = get_diffprune_model(tiny_mlp(), DiffPruneConfig(structured=False, **FAST))
+    first, last = wrapped.sites[0], wrapped.sites[-1]
+    for site in wrapped.sites:
+        wrapped.tensor(site, "log_alpha").data.fill_(-20.0)  # dead gates: z = 0 everywhere
+    wrapped.tensor(last, "log_alpha").data.view(-1)[1] = 30.0  # always open, but w = 0
+    wrapped.tensor(first, "log_alpha").data.view(-1)[4] = 30.0
+    wrapped.tensor(first, "diff").data.view(-1)[4] = 0.5  # the one real nonzero
+    wrapped.project(2 / wrapped.num_gated)
+    kept = {s.name: wrapped.tensor(s, "indices").tolist() for s in wrapped.sites
+            if wrapped.tensor(s, "indices").numel()}
+    assert kept == {first.name: [4], last.name: [1]}

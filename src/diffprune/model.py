@@ -246,11 +246,29 @@ class DiffPruneModel(nn.Module):
         The diff is drawn now (not taken from an earlier step), then the gates and the dense w
         are freed: stage 2 holds only the kept positions and their values. Returns k.
         """
-        return self.set_diff(self.sample_diff(), density)
+        return self.set_diff(self.sample_diff(), density, self._gate_log_probs())
 
     @torch.no_grad()
-    def set_diff(self, diffs: list[torch.Tensor], density: float | None = None) -> int:
-        """Enter stage 2 with the top-k entries of given dense diffs (one per gated tensor)."""
+    def _gate_log_probs(self) -> list[torch.Tensor] | None:
+        """log P(entry can be nonzero) per gated tensor: ranks the entries tied at |delta| = 0."""
+        if self.stage != "gated":
+            return None
+        scores = []
+        for site in self.sites:
+            logsigmoid = torch.nn.functional.logsigmoid
+            score = logsigmoid(self.tensor(site, "log_alpha") - self.hc.l0_shift)
+            if self.config.structured:
+                score = score + logsigmoid(self.tensor(site, "group_log_alpha") - self.hc.l0_shift)
+            scores.append(score)
+        return scores
+
+    @torch.no_grad()
+    def set_diff(self, diffs: list[torch.Tensor], density: float | None = None,
+                 tie_scores: list[torch.Tensor] | None = None) -> int:
+        """Enter stage 2 with the top-k entries of given dense diffs (one per gated tensor).
+
+        Entries tied in magnitude are ranked by ``tie_scores`` (see ``global_topk``).
+        """
         if len(diffs) != len(self.sites):
             raise ValueError(f"expected {len(self.sites)} diff tensors, got {len(diffs)}")
         for site, diff in zip(self.sites, diffs):
@@ -258,7 +276,7 @@ class DiffPruneModel(nn.Module):
                 raise ValueError(f"diff for {site.name} has shape {tuple(diff.shape)}, "
                                  f"expected {tuple(site.param.shape)}")
         k = budget(self.config.density if density is None else density, self.num_gated)
-        positions = global_topk(diffs, k)
+        positions = global_topk(diffs, k, tie_scores)
         for site, diff, idx in zip(self.sites, diffs, positions):
             values = diff.reshape(-1).float()[idx].clone()
             self.set_sparse(site, idx, values)

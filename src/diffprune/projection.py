@@ -10,16 +10,19 @@ def budget(density: float, total: int) -> int:
     return max(1, min(total, round(density * total)))
 
 
-def global_topk(deltas: list[torch.Tensor], k: int) -> list[torch.Tensor]:
+def global_topk(deltas: list[torch.Tensor], k: int,
+                tie_scores: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
     """Positions of the k largest |delta| entries across all tensors, split per tensor.
 
-    One threshold for every tensor (SPEC §4: not per layer). Ties at the threshold are broken
-    towards the lower global position (tensors in list order, then flat index), so the result is
-    deterministic and has exactly k entries.
+    One threshold for every tensor (SPEC §4: not per layer). Ties at the threshold go to the
+    higher ``tie_scores`` entry, then to the lower global position (tensors in list order, then
+    flat index), so the result is deterministic and has exactly k entries. Ties matter when the
+    L0 stage closed gates below the budget: the remaining slots are all at |delta| = 0.
 
     Args:
         deltas: tensors of any shapes; only their magnitudes are read.
         k: how many entries to keep, 0 <= k <= total numel.
+        tie_scores: optional tensors shaped like ``deltas`` (e.g. the gates' log P(z > 0)).
 
     Returns:
         For each input, a sorted (k_i,) int64 tensor of flat positions, with sum(k_i) == k.
@@ -40,7 +43,11 @@ def global_topk(deltas: list[torch.Tensor], k: int) -> list[torch.Tensor]:
     else:
         threshold = torch.topk(magnitude, k, sorted=False).values.min()
         above = torch.nonzero(magnitude > threshold).view(-1)  # (a,) with a < k
-        ties = torch.nonzero(magnitude == threshold).view(-1)[: k - above.numel()]
+        ties = torch.nonzero(magnitude == threshold).view(-1)  # (t,) ascending positions
+        if tie_scores is not None:
+            score = torch.cat([t.detach().reshape(-1).float() for t in tie_scores])[ties]
+            ties = ties[torch.sort(score, descending=True, stable=True).indices]
+        ties = ties[: k - above.numel()]
         chosen = torch.sort(torch.cat([above, ties])).values  # (k,) global flat positions
     bounds = torch.tensor([0, *torch.tensor(sizes).cumsum(0).tolist()], device=device)
     cuts = torch.searchsorted(chosen, bounds).tolist()  # where each tensor's range starts in chosen
