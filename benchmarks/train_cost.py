@@ -1,10 +1,11 @@
 """Training cost of diff pruning beside full finetuning: step time and peak memory.
 
-Each method runs in a fresh worker process (so peak RSS is its own), on the same model, batch
-and sequence length, with rounds alternating between methods so that drift on a shared machine
-hits both. Step time is the median over timed steps of forward + backward + clipping + AdamW
-step; memory is the worker's peak RSS minus its RSS after imports (model, optimizer state,
-activations and every temporary, i.e. what training costs).
+Same model, batch and sequence length for every method. Time: all methods in one process with
+their steps interleaved (the order rotating), so that the drift of a shared machine, which moves
+a full-finetuning step between 3 and 4.4 s here, hits every method alike; the ratio is the
+median over iterations of (method step / full-finetuning step of the same iteration), a step
+being forward + backward + clipping + AdamW. Memory: each method alone in a fresh process, peak
+RSS minus RSS after imports (model, optimiser state, activations and every temporary).
 
     python benchmarks/train_cost.py --quick            # < 2 minutes, last line is JSON
     python benchmarks/train_cost.py                    # full mode, writes benchmarks/results/
@@ -34,9 +35,8 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def worker(args: argparse.Namespace) -> dict:
-    """One method, one process: returns per-step times and memory."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+def make_step(method: str, args: argparse.Namespace):
+    """Build one method's model and optimiser; returns a closure doing one full training step."""
     import torch
     from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging
@@ -45,73 +45,95 @@ def worker(args: argparse.Namespace) -> dict:
     from diffprune.data_paths import default_model_path
 
     logging.set_verbosity_error()
-    torch.manual_seed(0)
-    baseline = _rss_mb()
     model = AutoModelForSequenceClassification.from_pretrained(
-        args.model or default_model_path(), num_labels=2)
-    model.train()
-    if args.method == "full":
+        args.model or default_model_path(), num_labels=2).train()
+    if method == "full":
         # The same fused AdamW kernel that build_optimizer uses, so only the method differs.
         optimizer = torch.optim.AdamW(model.parameters(), lr=2e-5, eps=1e-8, fused=True)
-        trainable = model.parameters
 
-        def step(ids, labels):
-            out = model(input_ids=ids, labels=labels)
-            out.loss.backward()
-            torch.nn.utils.clip_grad_norm_(list(trainable()), 1.0)
+        def loss_and_clip(ids, labels):
+            model(input_ids=ids, labels=labels).loss.backward()
+            torch.nn.utils.clip_grad_norm_(list(model.parameters()), 1.0)
     else:
-        config = DiffPruneConfig(structured=args.method == "diff-structured", fused=not args.eager)
+        config = DiffPruneConfig(structured=method == "diff-structured", fused=not args.eager)
         model = get_diffprune_model(model, config).train()
         optimizer, _ = build_optimizer(model, num_training_steps=1000)
 
-        def step(ids, labels):
-            out = model(input_ids=ids, labels=labels)
-            (out.loss + model.penalty()).backward()
+        def loss_and_clip(ids, labels):
+            (model(input_ids=ids, labels=labels).loss + model.penalty()).backward()
             model.clip_grad_norms()
 
     ids = torch.randint(1000, 20000, (args.batch, args.seq_len))
     labels = torch.randint(0, 2, (args.batch,))
-    times = []
-    for i in range(args.warmup + args.steps):
+
+    def step() -> float:
         start = time.perf_counter()
-        step(ids, labels)
+        loss_and_clip(ids, labels)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        if i >= args.warmup:
-            times.append(time.perf_counter() - start)
+        return time.perf_counter() - start
+
+    return step
+
+
+def memory_worker(args: argparse.Namespace) -> dict:
+    """One method alone in this process: peak RSS over a few steps, minus RSS after imports."""
+    import torch
+
+    torch.manual_seed(0)
+    baseline = _rss_mb()
+    step = make_step(args.worker, args)
+    times = [step() for _ in range(args.warmup + args.steps)]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"method": args.method, "step_times_s": times, "baseline_rss_mb": baseline,
-            "peak_rss_mb": peak, "train_memory_mb": peak - baseline,
-            "threads": torch.get_num_threads()}
+    return {"method": args.worker, "step_times_s": times[args.warmup:],
+            "baseline_rss_mb": baseline, "peak_rss_mb": peak, "train_memory_mb": peak - baseline}
 
 
-def run_worker(method: str, args: argparse.Namespace) -> dict:
-    cmd = [sys.executable, __file__, "--worker", method, "--batch", str(args.batch),
-           "--seq-len", str(args.seq_len), "--steps", str(args.steps), "--warmup",
-           str(args.warmup)] + (["--model", args.model] if args.model else []) + (
+def timing_worker(args: argparse.Namespace) -> dict:
+    """Every method in one process, steps interleaved (order rotating), so that the machine's
+    drift, large on a shared host, hits all methods alike."""
+    import torch
+
+    torch.manual_seed(0)
+    methods = args.methods.split(",")
+    steps = {m: make_step(m, args) for m in methods}
+    times: dict[str, list[float]] = {m: [] for m in methods}
+    for i in range(args.warmup + args.steps):
+        order = methods[i % len(methods):] + methods[:i % len(methods)]
+        for m in order:
+            t = steps[m]()
+            if i >= args.warmup:
+                times[m].append(t)
+    return {"step_times_s": times, "threads": torch.get_num_threads()}
+
+
+def run_worker(args: argparse.Namespace, *extra: str) -> dict:
+    cmd = [sys.executable, __file__, "--batch", str(args.batch), "--seq-len", str(args.seq_len),
+           "--methods", args.methods, *extra] + (["--model", args.model] if args.model else []) + (
            ["--eager"] if args.eager else [])
     out = subprocess.run(cmd, check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def summarise(runs: list[dict], methods: list[str]) -> dict:
+def summarise(memory: list[dict], timing: dict, methods: list[str]) -> dict:
+    full = timing["step_times_s"]["full"]
     rows = {}
     for m in methods:
-        mine = [r for r in runs if r["method"] == m]
-        times = [t for r in mine for t in r["step_times_s"]]
-        rows[m] = {"median_step_s": statistics.median(times), "min_step_s": min(times),
-                   "train_memory_mb": max(r["train_memory_mb"] for r in mine),
-                   "peak_rss_mb": max(r["peak_rss_mb"] for r in mine), "steps": len(times)}
+        times = timing["step_times_s"][m]
+        mem = next(r for r in memory if r["method"] == m)
+        rows[m] = {"median_step_s": statistics.median(times),
+                   "median_paired_ratio": statistics.median(t / f for t, f in zip(times, full)),
+                   "train_memory_mb": mem["train_memory_mb"], "peak_rss_mb": mem["peak_rss_mb"],
+                   "steps": len(times)}
     return rows
 
 
 def table(rows: dict) -> str:
     full = rows["full"]
-    lines = ["| method | median step (s) | vs full | training memory (MB) | vs full |",
-             "|---|---|---|---|---|"]
+    lines = ["| method | median step (s) | paired step ratio vs full | training memory (MB) "
+             "| vs full |", "|---|---|---|---|---|"]
     for m, r in rows.items():
-        lines.append(f"| {m} | {r['median_step_s']:.3f} | "
-                     f"{r['median_step_s'] / full['median_step_s']:.2f}x | "
+        lines.append(f"| {m} | {r['median_step_s']:.3f} | {r['median_paired_ratio']:.2f}x | "
                      f"{r['train_memory_mb']:.0f} | "
                      f"{r['train_memory_mb'] / full['train_memory_mb']:.2f}x |")
     return "\n".join(lines)
@@ -119,42 +141,41 @@ def table(rows: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="few steps, one round (< 2 min)")
+    parser.add_argument("--quick", action="store_true", help="few steps (< 2 min)")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seq-len", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=None, help="timed steps per worker")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per method")
     parser.add_argument("--warmup", type=int, default=None)
-    parser.add_argument("--rounds", type=int, default=None)
-    parser.add_argument("--methods", default="full,diff-structured,diff")
+    parser.add_argument("--methods", default=None, help="comma-separated; 'full' is the baseline")
     parser.add_argument("--model", default=None, help="base model path (default: bundled MiniLM)")
     parser.add_argument("--eager", action="store_true", help="gate kernels without torch.compile")
     parser.add_argument("--worker", choices=METHODS, help=argparse.SUPPRESS)
+    parser.add_argument("--timing-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.worker:
-        args.method = args.worker
-        print(json.dumps(worker(args)))
+    args.methods = args.methods or ("full,diff-structured" if args.quick else ",".join(METHODS))
+    if args.worker or args.timing_worker:
+        print(json.dumps(memory_worker(args) if args.worker else timing_worker(args)))
         return
-    args.steps = args.steps or (3 if args.quick else 12)
-    args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
-    rounds = args.rounds or (1 if args.quick else 2)
-    methods = ["full", "diff-structured"] if args.quick else args.methods.split(",")
-    runs = []
-    for r in range(rounds):
-        order = methods if r % 2 == 0 else methods[::-1]
-        for m in order:
-            print(f"round {r + 1}/{rounds}: {m}", file=sys.stderr, flush=True)
-            runs.append(run_worker(m, args))
-    rows = summarise(runs, methods)
+    methods = args.methods.split(",")
+    steps = args.steps or (3 if args.quick else 16)
+    warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
+    memory = []
+    for m in methods:
+        print(f"memory: {m}", file=sys.stderr, flush=True)
+        memory.append(run_worker(args, "--worker", m, "--steps", "1", "--warmup", "1"))
+    print("timing: " + ", ".join(methods) + " interleaved", file=sys.stderr, flush=True)
+    timing = run_worker(args, "--timing-worker", "--steps", str(steps), "--warmup", str(warmup))
+    rows = summarise(memory, timing, methods)
     result = {
-        "step_time_ratio": rows["diff-structured"]["median_step_s"] / rows["full"]["median_step_s"],
+        "step_time_ratio": rows["diff-structured"]["median_paired_ratio"],
         "peak_memory_ratio": (rows["diff-structured"]["train_memory_mb"]
                               / rows["full"]["train_memory_mb"]),
     }
     report = {
         **run_info(),
-        "settings": {"batch": args.batch, "seq_len": args.seq_len, "steps": args.steps,
-                     "warmup": args.warmup, "rounds": rounds, "eager": args.eager},
-        "methods": rows, **result, "runs": runs,
+        "settings": {"batch": args.batch, "seq_len": args.seq_len, "timed_steps": steps,
+                     "warmup": warmup, "eager": args.eager},
+        "methods": rows, **result, "memory_runs": memory, "timing_run": timing,
     }
     finish("train_cost", "Training cost", report, table(rows), result, args.quick)
 
