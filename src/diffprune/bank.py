@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from diffprune.fingerprint import fingerprint
-from diffprune.task_file import TaskDiff, TaskFileError, load_task
+from diffprune.task_file import TaskDiff, TaskFileError, load_task, task_path
 
 
 @dataclass
@@ -43,9 +43,9 @@ class _Resident:
 def _flatten_parameters(model: nn.Module) -> tuple[torch.Tensor, dict[int, int]]:
     """Move every parameter into one flat buffer (parameters become views of it).
 
-    A task switch is then one gather, one index_add_ and one index_copy_ over all of the task's
-    positions, instead of a few small operations per tensor. Returns the buffer and each
-    parameter's offset, by ``id``.
+    A task switch is then one index_copy_ (revert), one index_select and one index_copy_ (apply)
+    over all of the task's positions, instead of a few small operations per tensor. Returns the
+    buffer and each parameter's offset, by ``id``.
     """
     unique = list({id(p): p for p in model.parameters()}.values())
     dtypes = {(p.dtype, p.device) for p in unique}
@@ -126,8 +126,9 @@ class TaskBank:
         """Load (if a path), check against this base, and keep a task; others are untouched."""
         file_bytes = 0
         if not isinstance(task, TaskDiff):
-            file_bytes = Path(task).stat().st_size if Path(task).is_file() else 0
-            task = load_task(task)
+            path = task_path(task)
+            task = load_task(path)
+            file_bytes = path.stat().st_size
         source = f"task {name!r}"
         for tensor_name, diff in task.diffs.items():
             param = self._params.get(tensor_name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -34,12 +35,9 @@ def per_tensor(task: TaskDiff) -> list[dict[str, Any]]:
 def per_layer(task: TaskDiff) -> list[dict[str, Any]]:
     totals: dict[str, list[int]] = {}
     for row in per_tensor(task):
-        size = 1
-        for s in row["shape"]:
-            size *= s
         acc = totals.setdefault(row["layer"], [0, 0, 0])
         acc[0] += row["nonzeros"]
-        acc[1] += size
+        acc[1] += math.prod(row["shape"])
         acc[2] += row["nonzeros"] == 0
     return [{"layer": layer, "nonzeros": n, "params": p, "density": n / max(1, p),
              "all_zero_tensors": z} for layer, (n, p, z) in totals.items()]

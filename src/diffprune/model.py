@@ -253,9 +253,9 @@ class DiffPruneModel(nn.Module):
         """log P(entry can be nonzero) per gated tensor: ranks the entries tied at |delta| = 0."""
         if self.stage != "gated":
             return None
+        logsigmoid = torch.nn.functional.logsigmoid
         scores = []
         for site in self.sites:
-            logsigmoid = torch.nn.functional.logsigmoid
             score = logsigmoid(self.tensor(site, "log_alpha") - self.hc.l0_shift)
             if self.config.structured:
                 score = score + logsigmoid(self.tensor(site, "group_log_alpha") - self.hc.l0_shift)

@@ -323,9 +323,15 @@ def from_bytes(data: bytes, source: str = "<bytes>") -> TaskDiff:
     return task
 
 
-def load_task(path: str | Path) -> TaskDiff:
-    """Read and check a task file (see ``from_bytes``)."""
+def task_path(path: str | Path) -> Path:
+    """A task file, or a run folder holding ``diff.safetensors``."""
     path = Path(path)
+    return path / "diff.safetensors" if path.is_dir() else path
+
+
+def load_task(path: str | Path) -> TaskDiff:
+    """Read and check a task file, or a run folder's (see ``from_bytes``)."""
+    path = task_path(path)
     if not path.is_file():
         raise TaskFileError(f"{path}: no such file")
     return from_bytes(path.read_bytes(), str(path))
@@ -333,7 +339,8 @@ def load_task(path: str | Path) -> TaskDiff:
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
     """The header metadata with JSON fields decoded, plus the file size."""
-    task_bytes = Path(path).read_bytes()
+    path = task_path(path)
+    task_bytes = path.read_bytes()
     meta = dict(_read_header(task_bytes, str(path)).get("__metadata__") or {})
     for key in ("layout", "head", "task", "config", "metrics", "base"):
         if key in meta:

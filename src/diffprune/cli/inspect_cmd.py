@@ -16,16 +16,12 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def _resolve(path: Path) -> Path:
-    return path / "diff.safetensors" if path.is_dir() else path
-
-
 def run(args: argparse.Namespace) -> int:
     from diffprune.layout import per_layer, per_tensor
-    from diffprune.task_file import load_task, read_metadata
+    from diffprune.task_file import load_task, read_metadata, task_path
 
     reports = []
-    for file in map(_resolve, args.files):
+    for file in map(task_path, args.files):
         task = load_task(file)
         meta = read_metadata(file)
         reports.append({

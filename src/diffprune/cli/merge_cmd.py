@@ -19,8 +19,7 @@ def run(args: argparse.Namespace) -> int:
     from diffprune.bank import TaskBank
     from diffprune.task_file import load_task
 
-    file = args.file / "diff.safetensors" if args.file.is_dir() else args.file
-    task = load_task(file)
+    task = load_task(args.file)
     base = args.model or task.base.get("name_or_path")
     bank = TaskBank.from_pretrained(base)
     bank.add("task", task)
