@@ -211,6 +211,13 @@ def test_fuzz_mutated_files_never_escape_task_file_error(mutations):
         pass
 
 
+def test_every_header_byte_flip_is_refused():
+    """A sweep, not a sample: each byte of the header, flipped, is caught and named."""
+    for at in range(8, 8 + _header_size(GOOD_BYTES)):
+        with pytest.raises(TaskFileError):
+            from_bytes(_flip(GOOD_BYTES, at))
+
+
 @settings(max_examples=100, deadline=None)
 @given(st.binary(max_size=2048))
 def test_fuzz_arbitrary_bytes_never_escape_task_file_error(data):

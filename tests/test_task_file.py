@@ -9,7 +9,7 @@ import torch
 from taskfiles import TASK, make_task
 
 from diffprune.codec import decode_positions, decode_values, encode_positions, encode_values
-from diffprune.task_file import TaskFileError, load_task, save_task
+from diffprune.task_file import TaskFileError, load_task, save_task, to_bytes
 
 
 @pytest.mark.parametrize("encoding", ["compact", "lossless"])
@@ -31,6 +31,13 @@ def test_round_trip(tmp_path, encoding):
             torch.testing.assert_close(got.values.float(), diff.values, rtol=1e-3, atol=1e-7)
     for name, t in task.head.items():
         assert torch.equal(loaded.head[name], t)
+
+
+@pytest.mark.parametrize("encoding", ["compact", "lossless"])
+def test_equal_tasks_give_equal_bytes(encoding):
+    # safetensors alone writes metadata in a per-call random order
+    _, _, task = make_task(seed=3)
+    assert len({to_bytes(task, encoding) for _ in range(5)}) == 1
 
 
 def test_codec_round_trip_edge_cases():

@@ -130,7 +130,20 @@ def to_bytes(task: TaskDiff, encoding: str = "compact") -> bytes:
         "nonzeros": str(task.nonzeros), "density": repr(task.density),
     }
     metadata["checksum"] = _checksum(tensors, metadata)
-    return save_safetensors(tensors, metadata=metadata)
+    return _canonical(save_safetensors(tensors, metadata=metadata))
+
+
+def _canonical(data: bytes) -> bytes:
+    """The same file with its header keys sorted.
+
+    safetensors writes the metadata in hash-map order, which changes from run to run; sorting
+    makes the bytes a function of the task alone, so equal tasks give equal files and hashes.
+    The header is padded with spaces to 8 bytes, as safetensors does, so tensors stay aligned.
+    """
+    (size,) = struct.unpack("<Q", data[:8])
+    header = json.dumps(json.loads(data[8:8 + size]), sort_keys=True, separators=(",", ":"))
+    header = header.encode() + b" " * (-len(header) % 8)
+    return struct.pack("<Q", len(header)) + header + data[8 + size:]
 
 
 def save_task(task: TaskDiff, path: str | Path, encoding: str = "compact") -> Path:
@@ -276,12 +289,18 @@ def from_bytes(data: bytes, source: str = "<bytes>") -> TaskDiff:
     except Exception as err:  # safetensors raises its own error types
         raise _fail(source, f"corrupt safetensors payload ({err})") from err
     meta = header.get("__metadata__") or {}
+    # A damaged diffprune file can fail the format checks below by accident; when it carries a
+    # checksum that no longer matches, say so rather than blame the format.
+    damaged = "checksum" in meta and meta["checksum"] != _checksum(tensors, meta)
     if meta.get("format") != FORMAT:
+        if damaged:
+            raise _fail(source, "checksum mismatch: the file was changed or damaged after writing")
         raise _fail(source, f"not a diffprune task file (format={meta.get('format')!r})")
     try:
         version = int(meta.get("format_version", ""))
     except ValueError as err:
-        raise _fail(source, "format_version is not a number") from err
+        raise _fail(source, "checksum mismatch: the file was changed or damaged after writing"
+                    if damaged else "format_version is not a number") from err
     if version > FORMAT_VERSION:
         raise _fail(source, f"format version {version} is newer than this diffprune reads "
                             f"({FORMAT_VERSION}); upgrade diffprune")
