@@ -50,3 +50,21 @@ def tiny_mlp():
 
 def token_batch(batch: int = 3, length: int = 7) -> torch.Tensor:
     return torch.randint(3, 99, (batch, length))
+
+
+@pytest.fixture(scope="session")
+def tiny_base_dir(tmp_path_factory) -> Path:
+    """A saved tiny BertModel (no head: the classifier is new, as for a real base) with the
+    bundled model's tokenizer, for end-to-end runs of the command line in seconds."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from diffprune.data_paths import default_model_path
+
+    folder = tmp_path_factory.mktemp("tiny_base")
+    tokenizer = AutoTokenizer.from_pretrained(default_model_path())
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=16, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=32, max_position_embeddings=64)
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

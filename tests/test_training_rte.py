@@ -12,7 +12,7 @@ from diffprune import DiffPruneConfig, DiffPruneModel, build_optimizer
 from diffprune.cli.main import main
 from diffprune.data.glue import get_task, read_split
 from diffprune.training.data import make_loader
-from diffprune.training.loop import load_base, run_stage
+from diffprune.training.evaluate import load_base
 
 pytestmark = [
     pytest.mark.integration,
@@ -31,17 +31,22 @@ def _mean_loss(model, loader) -> float:
 
 def test_short_rte_run_lowers_loss_and_expected_l0():
     task = get_task("rte")
-    texts, labels = read_split(GLUE_DIR, task, "train")
-    texts, labels = texts[:256], labels[:256]
+    split = read_split(GLUE_DIR, task, "train").head(256)
     tokenizer, base, missing = load_base(None, task)
-    loader = make_loader(tokenizer, texts, labels, batch_size=16, max_length=96, shuffle=True)
-    fixed = make_loader(tokenizer, texts, labels, batch_size=64, max_length=96, shuffle=False)
+    loader = make_loader(tokenizer, split, batch_size=16, max_length=96, shuffle=True)
+    fixed = make_loader(tokenizer, split, batch_size=64, max_length=96, shuffle=False)
     # Fast settings: higher learning rates than the paper's so that 48 steps show learning.
     config = DiffPruneConfig(diff_lr=2e-4, head_lr=2e-3)
     model = DiffPruneModel(base, config, missing_keys=missing).train()
     loss_before, l0_before = _mean_loss(model, fixed), model.expected_l0()
     optimizer, scheduler = build_optimizer(model, num_training_steps=48)
-    run_stage(model, loader, 48, optimizer, scheduler, "test L0")
+    for _epoch in range(3):  # 16 batches an epoch: 48 steps
+        for batch in loader:
+            (model(**batch).loss + model.penalty()).backward()
+            model.clip_grad_norms()
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
     loss_after, l0_after = _mean_loss(model, fixed), model.expected_l0()
     assert loss_after < loss_before - 0.02, (loss_before, loss_after)
     assert l0_after < l0_before, (l0_before, l0_after)
@@ -58,9 +63,14 @@ def test_cli_train_writes_task_file_and_metrics(tmp_path, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["nonzeros"] == round(0.005 * 22_713_216)
     assert metrics["density_after_projection"] == pytest.approx(0.005, rel=1e-4)
-    assert 0.0 <= metrics["dev"]["accuracy"] <= 1.0 and metrics["dev_examples"] == 32
+    assert 0.0 <= metrics["dev"]["accuracy"] <= 1.0 and metrics["dev_examples"] == {"dev": 32}
     # Loaded back from the compact file (float16 values) onto a fresh base: the same score.
     assert abs(metrics["dev_from_file"]["accuracy"] - metrics["dev"]["accuracy"]) <= 0.001
     # The whole file, header and dense head included, costs under 3 bytes per stored nonzero.
     assert (out / "diff.safetensors").stat().st_size / metrics["nonzeros"] <= 3.0
     assert "task file:" in capsys.readouterr().out
+    # ... and `diffprune eval` scores the file the same way.
+    assert main(["eval", str(out), "--data-dir", str(GLUE_DIR), "--max-eval-samples", "32",
+                 "--max-seq-length", "64"]) == 0
+    report = json.loads((out / "eval.json").read_text())
+    assert report["scores"]["dev"]["accuracy"] == metrics["dev_from_file"]["accuracy"]

@@ -291,6 +291,24 @@ class DiffPruneModel(nn.Module):
         module.register_buffer(f"{PREFIX}{attr}_indices", indices.to(torch.long), persistent=True)
         module.register_parameter(f"{PREFIX}{attr}_values", nn.Parameter(values.float()))
 
+    @torch.no_grad()
+    def load_masked_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Enter stage 2 from a state dict holding each gated tensor's indices and values.
+
+        This is how a checkpoint taken during fixed-mask finetuning is resumed: the model is
+        built in stage 1 as usual, then given the stored mask and values (and head, if any).
+        """
+        names = {id(m): n for n, m in self.named_modules()}
+        for site in self.sites:
+            module, attr = site.owners[0]
+            key = f"{names[id(module)]}.{PREFIX}{attr}"
+            if f"{key}_indices" not in state or f"{key}_values" not in state:
+                raise KeyError(f"the state has no fixed-mask diff for {site.name}")
+            self.set_sparse(site, state[f"{key}_indices"], state[f"{key}_values"])
+        self.stage = "masked"
+        self._last_l0 = None
+        self.load_state_dict(state, strict=False)
+
     # ----------------------------------------------------------------- merge
     @torch.no_grad()
     def merge_and_unload(self) -> nn.Module:

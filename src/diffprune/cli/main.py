@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from diffprune import __version__
-from diffprune.cli import inspect_cmd, merge_cmd, train
+from diffprune.cli import eval_cmd, inspect_cmd, merge_cmd, predict_cmd, train
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -14,6 +14,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"diffprune {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)
     train.add_parser(subparsers)
+    eval_cmd.add_parser(subparsers)
+    predict_cmd.add_parser(subparsers)
     inspect_cmd.add_parser(subparsers)
     merge_cmd.add_parser(subparsers)
     return parser

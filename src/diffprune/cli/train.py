@@ -1,4 +1,4 @@
-"""``diffprune train``: the whole recipe on one GLUE task."""
+"""``diffprune train``: the whole recipe on one task (GLUE or own data)."""
 
 from __future__ import annotations
 
@@ -13,26 +13,70 @@ from diffprune.training.settings import TrainSettings
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
-        "train", help="L0 training, projection and fixed-mask finetuning on one task")
+        "train", help="train one task: L0 training, projection, fixed-mask finetuning",
+        description="Train one task. Runs unchanged under torchrun or accelerate launch (DDP).")
     parser.add_argument("--config", type=Path, default=None,
-                        help="JSON file with 'diffprune' and/or 'train' sections; flags override")
+                        help="JSON file with 'diffprune' and/or 'train' sections (a run's "
+                             "config.json works); flags override it")
     add_dataclass_flags(parser, TrainSettings, "run")
     add_dataclass_flags(parser, DiffPruneConfig, "method")
     parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from diffprune.training.loop import train_task
+def _read_config_file(path: Path | None) -> dict:
+    if path is None:
+        return {}
+    try:
+        file = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from err
+    unknown = set(file) - {"diffprune", "train"}
+    if unknown:
+        raise ValueError(f"{path}: unknown sections {sorted(unknown)}; use 'diffprune', 'train'")
+    return file
 
-    file = json.loads(args.config.read_text()) if args.config else {}
-    settings = build_dataclass(TrainSettings, args, file.get("train"))
-    config = build_dataclass(DiffPruneConfig, args, file.get("diffprune"))
+
+def settings_from_args(args: argparse.Namespace) -> tuple[DiffPruneConfig, TrainSettings]:
+    file = _read_config_file(args.config)
+    try:
+        settings = build_dataclass(TrainSettings, args, file.get("train"))
+        config = build_dataclass(DiffPruneConfig, args, file.get("diffprune"))
+    except TypeError as err:  # an unknown key in the config file
+        raise ValueError(f"{args.config}: {err}") from err
+    if "structured" in vars(args) and settings.method in ("diff", "diff-structured") and \
+            args.structured != (settings.method == "diff-structured"):
+        raise ValueError(f"--method {settings.method} contradicts --"
+                         f"{'' if args.structured else 'no-'}structured; pass only --method")
+    return config, settings
+
+
+def run(args: argparse.Namespace) -> int:
+    from diffprune.training.recipe import settings_for_resume, train_task
+    from diffprune.training.reference import reference_score
+
+    if getattr(args, "resume", None):
+        config, settings = settings_for_resume(args.resume)
+    else:
+        config, settings = settings_from_args(args)
     metrics = train_task(config, settings)
-    score = metrics["dev"][metrics["metric"]]
-    print(f"task file: {Path(settings.output) / 'diff.safetensors'} "
-          f"({metrics['file_bytes']:,} bytes; dev from the file: "
-          f"{100 * metrics['dev_from_file'][metrics['metric']]:.2f})")
-    print(f"dev {metrics['metric']}: {100 * score:.2f} at {metrics['nonzeros']:,} nonzeros "
-          f"({100 * metrics['density_after_projection']:.3f}% of gated parameters; "
-          f"L0 stage ended at {100 * metrics['density_before_projection']:.2f}%)")
+    if not metrics:  # not the main process
+        return 0
+    out = Path(settings.output)
+    metric, score = metrics["metric"], 100 * metrics["dev"][metrics["metric"]]
+    if settings.method == "full":
+        print(f"model: {out / 'model'}")
+    else:
+        print(f"task file: {out / 'diff.safetensors'} ({metrics['file_bytes']:,} bytes, "
+              f"{metrics['nonzeros']:,} nonzeros = "
+              f"{100 * metrics['density_after_projection']:.3f}% of the gated parameters)")
+        if "density_before_projection" in metrics:
+            print(f"L0 training ended at {100 * metrics['density_before_projection']:.2f}% "
+                  "expected nonzeros, before projection")
+    line = f"dev {metric}: {score:.2f}"
+    if "dev_from_file" in metrics:
+        line += f" (from the task file: {100 * metrics['dev_from_file'][metric]:.2f})"
+    reference = reference_score(settings.model, metrics["task"])
+    if reference is not None and settings.method != "full":
+        line += f"; full finetuning of this base: {reference['score']:.2f} ({reference['note']})"
+    print(line)
     return 0

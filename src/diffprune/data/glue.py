@@ -1,7 +1,9 @@
-"""GLUE tasks in the classic ``<TASK>/{train,dev}.tsv`` layout (download_glue_data.py output).
+"""The nine GLUE tasks: from the classic ``<TASK>/{train,dev}.tsv`` layout or from the hub.
 
-Quirks handled (see shared/data/glue/SOURCES.md): quotes are literal (``csv.QUOTE_NONE``), MRPC
-starts with a UTF-8 BOM, CoLA has no header, SST-2 sentences keep a trailing space.
+TSV quirks handled (see shared/data/glue/SOURCES.md): quotes are literal (``csv.QUOTE_NONE``),
+MRPC starts with a UTF-8 BOM, CoLA has no header, SST-2 sentences keep a trailing space, and QQP's
+train file has a few rows with missing fields, which GLUE's own reader skips (so does this one).
+MNLI has two dev splits; the matched one comes first and selects the model.
 """
 
 from __future__ import annotations
@@ -10,53 +12,80 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
+from diffprune.data.task import Split, TaskData, TaskSpec
+
 csv.field_size_limit(2**24)
+
+HUB_DATASET = "nyu-mll/glue"
 
 
 @dataclass(frozen=True)
-class GlueTask:
-    """Where a task's fields are and how it is scored."""
+class GlueTask(TaskSpec):
+    """Where a GLUE task's fields are, in the TSV files and on the hub."""
 
-    name: str
-    folder: str
-    text_columns: tuple[str | int, ...]  # header names, or positions for header-less files
-    label_column: str | int
-    labels: tuple[str, ...] | None  # None = regression
-    metric: str  # the GLUE headline metric
+    folder: str = ""
+    text_columns: tuple[str | int, ...] = ()  # header names, or positions for header-less files
+    label_column: str | int = "label"
+    hub_columns: tuple[str, ...] = ()
+    dev_splits: tuple[str, ...] = ("dev",)
     has_header: bool = True
+    skip_short_rows: bool = False
 
     @property
-    def num_labels(self) -> int:
-        return 1 if self.labels is None else len(self.labels)
+    def spec(self) -> TaskSpec:
+        return TaskSpec(self.name, self.labels, self.metric)
 
 
+_BINARY = ("0", "1")
+_NLI2 = ("entailment", "not_entailment")
 TASKS: dict[str, GlueTask] = {t.name: t for t in [
-    GlueTask("cola", "CoLA", (3,), 1, ("0", "1"), "mcc", has_header=False),
-    GlueTask("sst2", "SST-2", ("sentence",), "label", ("0", "1"), "accuracy"),
-    GlueTask("mrpc", "MRPC", ("#1 String", "#2 String"), "Quality", ("0", "1"), "f1"),
-    GlueTask("stsb", "STS-B", ("sentence1", "sentence2"), "score", None, "spearman"),
-    GlueTask("rte", "RTE", ("sentence1", "sentence2"), "label",
-             ("entailment", "not_entailment"), "accuracy"),
-    GlueTask("wnli", "WNLI", ("sentence1", "sentence2"), "label", ("0", "1"), "accuracy"),
+    GlueTask("cola", _BINARY, "mcc", "CoLA", (3,), 1, ("sentence",), has_header=False),
+    GlueTask("sst2", _BINARY, "accuracy", "SST-2", ("sentence",), "label", ("sentence",)),
+    GlueTask("mrpc", _BINARY, "f1", "MRPC", ("#1 String", "#2 String"), "Quality",
+             ("sentence1", "sentence2")),
+    GlueTask("stsb", None, "spearman", "STS-B", ("sentence1", "sentence2"), "score",
+             ("sentence1", "sentence2")),
+    GlueTask("qqp", _BINARY, "f1", "QQP", ("question1", "question2"), "is_duplicate",
+             ("question1", "question2"), skip_short_rows=True),
+    GlueTask("mnli", ("entailment", "neutral", "contradiction"), "accuracy", "MNLI",
+             ("sentence1", "sentence2"), "gold_label", ("premise", "hypothesis"),
+             dev_splits=("dev_matched", "dev_mismatched")),
+    GlueTask("qnli", _NLI2, "accuracy", "QNLI", ("question", "sentence"), "label",
+             ("question", "sentence")),
+    GlueTask("rte", _NLI2, "accuracy", "RTE", ("sentence1", "sentence2"), "label",
+             ("sentence1", "sentence2")),
+    GlueTask("wnli", _BINARY, "accuracy", "WNLI", ("sentence1", "sentence2"), "label",
+             ("sentence1", "sentence2")),
 ]}
 
 
 def get_task(name: str) -> GlueTask:
     key = name.lower().replace("-", "")
     if key not in TASKS:
-        raise ValueError(f"unknown GLUE task {name!r}; known here: {', '.join(TASKS)}")
+        raise ValueError(f"unknown GLUE task {name!r}; the GLUE tasks are {', '.join(TASKS)} "
+                         "(for your own data pass --train-file and --dev-file)")
     return TASKS[key]
 
 
-def read_split(data_dir: str | Path, task: GlueTask, split: str,
-               ) -> tuple[list[tuple[str, ...]], list[float | int]]:
-    """Texts (one tuple per example) and labels (class ids, or floats for regression)."""
+def _label(task: GlueTask, raw: str, where: str) -> int | float:
+    if task.labels is None:
+        try:
+            return float(raw)
+        except ValueError:
+            raise ValueError(f"{where}: score {raw!r} is not a number") from None
+    if raw not in task.labels:
+        raise ValueError(f"{where}: unknown label {raw!r}; expected one of {task.labels}")
+    return task.labels.index(raw)
+
+
+def read_split(data_dir: str | Path, task: GlueTask, split: str) -> Split:
+    """One split of a task from ``data_dir/<TASK>/<split>.tsv``."""
     path = Path(data_dir) / task.folder / f"{split}.tsv"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: --data-dir must hold {task.folder}/{split}.tsv")
     with open(path, encoding="utf-8-sig", newline="") as f:
         rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
-    header: list[str] = rows.pop(0) if task.has_header else []
+    header: list[str] = rows.pop(0) if task.has_header and rows else []
 
     def position(column: str | int) -> int:
         if isinstance(column, int):
@@ -67,21 +96,67 @@ def read_split(data_dir: str | Path, task: GlueTask, split: str,
 
     text_pos = [position(c) for c in task.text_columns]
     label_pos = position(task.label_column)
+    needed = max(*text_pos, label_pos) + 1
     texts, labels = [], []
     for line, row in enumerate(rows, start=2 if task.has_header else 1):
         if not row:
             continue
-        if len(row) <= max(*text_pos, label_pos):
-            raise ValueError(f"{path}:{line}: expected {max(*text_pos, label_pos) + 1} columns, "
-                             f"got {len(row)}")
+        if len(row) < needed:
+            if task.skip_short_rows:
+                continue
+            raise ValueError(f"{path}:{line}: expected {needed} columns, got {len(row)}")
         texts.append(tuple(row[p] for p in text_pos))
-        raw = row[label_pos]
-        if task.labels is None:
-            labels.append(float(raw))
-        elif raw in task.labels:
-            labels.append(task.labels.index(raw))
-        else:
-            raise ValueError(f"{path}:{line}: unknown label {raw!r}; expected one of {task.labels}")
+        labels.append(_label(task, row[label_pos], f"{path}:{line}"))
     if not texts:
         raise ValueError(f"{path}: no examples")
-    return texts, labels
+    return Split(texts, labels)
+
+
+def from_records(task: GlueTask, records, source: str) -> Split:
+    """A split from hub records (dicts with the hub's column names and an integer label)."""
+    texts, labels = [], []
+    for i, record in enumerate(records):
+        missing = [c for c in (*task.hub_columns, "label") if c not in record]
+        if missing:
+            raise ValueError(f"{source}[{i}]: no field {missing[0]!r} (fields: {sorted(record)})")
+        label = record["label"]
+        if task.labels is not None and not 0 <= int(label) < len(task.labels):
+            # the hub marks unlabelled (test) examples with -1
+            raise ValueError(f"{source}[{i}]: label {label} is not a class of {task.name}")
+        texts.append(tuple(str(record[c]) for c in task.hub_columns))
+        labels.append(float(label) if task.labels is None else int(label))
+    if not texts:
+        raise ValueError(f"{source}: no examples")
+    return Split(texts, labels)
+
+
+def _hub_split(split: str) -> str:
+    return split.replace("dev", "validation")
+
+
+def load_from_hub(task: GlueTask) -> TaskData:
+    """Train and dev splits from ``nyu-mll/glue`` through Hugging Face ``datasets``."""
+    try:
+        import datasets
+    except ImportError:
+        raise ValueError(f"{task.name}: no --data-dir given and Hugging Face `datasets` is not "
+                         "installed; pass --data-dir with the GLUE TSV layout or "
+                         "`pip install datasets`") from None
+    splits = {}
+    for split in ("train", *task.dev_splits):
+        source = f"{HUB_DATASET}/{task.name}:{_hub_split(split)}"
+        try:
+            records = datasets.load_dataset(HUB_DATASET, task.name, split=_hub_split(split))
+        except Exception as err:  # offline, no such config, ...: every loader error is fatal
+            raise ValueError(f"could not load {source} ({type(err).__name__}: {err}); offline? "
+                             "pass --data-dir with the GLUE TSV layout") from err
+        splits[split] = from_records(task, records, source)
+    return TaskData(task.spec, splits.pop("train"), splits)
+
+
+def load_glue(task: GlueTask, data_dir: str | Path | None) -> TaskData:
+    """A GLUE task from ``data_dir`` when given, else from the hub."""
+    if data_dir is None:
+        return load_from_hub(task)
+    return TaskData(task.spec, read_split(data_dir, task, "train"),
+                    {s: read_split(data_dir, task, s) for s in task.dev_splits})

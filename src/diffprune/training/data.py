@@ -1,4 +1,4 @@
-"""Tokenised loaders with dynamic padding (a batch is padded to its own longest example)."""
+"""A run's data: the task's examples (GLUE or own files) and tokenised loaders."""
 
 from __future__ import annotations
 
@@ -6,18 +6,42 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
+from diffprune.data.files import load_files
+from diffprune.data.glue import get_task, load_glue
+from diffprune.data.task import Split, TaskData
+from diffprune.training.settings import TrainSettings
 
-def make_loader(tokenizer: PreTrainedTokenizerBase, texts: list[tuple[str, ...]],
-                labels: list, batch_size: int, max_length: int, shuffle: bool,
-                seed: int = 0) -> DataLoader:
+
+def load_task_data(settings: TrainSettings) -> TaskData:
+    """The run's task: own files when given, else the GLUE task; cut to the sample limits."""
+    if settings.train_file or settings.dev_file:
+        if not (settings.train_file and settings.dev_file):
+            raise ValueError("own data needs both --train-file and --dev-file")
+        data = load_files(settings.train_file, settings.dev_file, settings.text_columns,
+                          settings.label_column, settings.problem_type, settings.task_name)
+    else:
+        data = load_glue(get_task(settings.task), settings.data_dir)
+    data.train = data.train.head(settings.max_train_samples)
+    data.dev = {k: v.head(settings.max_eval_samples) for k, v in data.dev.items()}
+    return data
+
+
+def encode(tokenizer: PreTrainedTokenizerBase, texts: list[tuple[str, ...]],
+           max_length: int) -> list[dict]:
+    """Token ids per example; pairs are truncated longest-first."""
     columns = list(zip(*texts))
     encoded = tokenizer(*columns, truncation=True, max_length=max_length)
-    regression = isinstance(labels[0], float)
+    return [{k: v[i] for k, v in encoded.items()} for i in range(len(texts))]
+
+
+def make_loader(tokenizer: PreTrainedTokenizerBase, split: Split, batch_size: int,
+                max_length: int, shuffle: bool,
+                generator: torch.Generator | None = None) -> DataLoader:
+    """Batches padded to their own longest example (dynamic padding)."""
+    regression = isinstance(split.labels[0], float)
     features = [
-        {**{k: v[i] for k, v in encoded.items()},
-         "labels": float(labels[i]) if regression else int(labels[i])}
-        for i in range(len(labels))
+        {**f, "labels": float(y) if regression else int(y)}
+        for f, y in zip(encode(tokenizer, split.texts, max_length), split.labels)
     ]
-    generator = torch.Generator().manual_seed(seed)
     return DataLoader(features, batch_size=batch_size, shuffle=shuffle, generator=generator,
                       collate_fn=DataCollatorWithPadding(tokenizer))

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
+
+Method = Literal["diff-structured", "diff", "nonadaptive", "full"]
+METHODS: tuple[str, ...] = ("diff-structured", "diff", "nonadaptive", "full")
 
 
 def _field(default: Any, help: str) -> Any:
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help})
     return field(default=default, metadata={"help": help})
 
 
@@ -14,18 +19,35 @@ def _field(default: Any, help: str) -> Any:
 class TrainSettings:
     """One task's run: data, schedule and outputs. Defaults follow SPEC §4–§5."""
 
-    task: str = _field("rte", "GLUE task name (cola, sst2, mrpc, stsb, rte, wnli).")
-    data_dir: str | None = _field(None, "Folder in the classic GLUE TSV layout.")
+    method: Method = _field(
+        "diff-structured", "diff-structured, diff (unstructured), nonadaptive (finetune, then "
+        "prune the difference) or full (plain finetuning, the reference).")
+    task: str = _field("rte", "GLUE task: cola sst2 mrpc stsb qqp mnli qnli rte wnli.")
+    data_dir: str | None = _field(
+        None, "Folder in the classic GLUE TSV layout; without it, Hugging Face datasets.")
+    train_file: str | None = _field(None, "Own training data: .csv, .tsv or .jsonl.")
+    dev_file: str | None = _field(None, "Own dev data, same columns as --train-file.")
+    text_columns: list[str] = _field(["text"], "Own data: one or two text columns.")
+    label_column: str = _field("label", "Own data: the label (or score) column.")
+    problem_type: Literal["auto", "classification", "regression"] = _field(
+        "auto", "Own data: auto treats non-integer numbers as regression scores.")
+    task_name: str | None = _field(None, "Own data: task name (default: the train file's name).")
     model: str | None = _field(
         None, "Base model: local path or hub name (default: the bundled MiniLM).")
     output: str = _field("runs/rte", "Output directory.")
-    epochs: float = _field(3.0, "Epochs of L0 (stage-1) training.")
-    mask_epochs: float = _field(3.0, "Epochs of fixed-mask (stage-2) finetuning.")
+    resume: str | None = _field(
+        None, "Continue the killed run in this folder from its last checkpoint, with the "
+        "settings it was started with (other flags are ignored).")
+    epochs: float = _field(3.0, "Epochs of L0 training (and of finetuning for full/nonadaptive).")
+    mask_epochs: float = _field(3.0, "Epochs of fixed-mask finetuning.")
     mask_lr: float = _field(5e-5, "Learning rate of fixed-mask finetuning (linear decay).")
-    batch_size: int = _field(8, "Training batch size.")
+    full_lr: float = _field(2e-5, "Learning rate of full finetuning (full and nonadaptive).")
+    batch_size: int = _field(8, "Training batch size (per process).")
     eval_batch_size: int = _field(64, "Evaluation batch size.")
     max_seq_length: int = _field(128, "Tokens per example (pairs are truncated longest-first).")
     max_steps: int = _field(0, "Stop each stage after this many optimizer steps (0 = no limit).")
     max_train_samples: int = _field(0, "Use only the first N training examples (0 = all).")
     max_eval_samples: int = _field(0, "Evaluate on the first N dev examples (0 = all).")
+    checkpoint_steps: int = _field(
+        0, "Also checkpoint every N steps (0 = at the end of each epoch only).")
     seed: int = _field(0, "Random seed.")

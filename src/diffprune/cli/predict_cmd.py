@@ -1,0 +1,74 @@
+"""``diffprune predict``: label sentences (or pairs) from a file or stdin; JSON lines out.
+
+Input, one example per line: plain text, with a tab between the two texts of a pair; or JSON
+objects with "text" (and "text_pair"). Output: one JSON object per input line, in order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser("predict", help="label sentences or pairs; JSON lines out")
+    parser.add_argument("path", type=Path, help="task file, or a run folder")
+    parser.add_argument("--input", default="-", help="input file (default: stdin)")
+    parser.add_argument("--model", default=None, help="base model (default: the file's)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--max-seq-length", type=int, default=128)
+    parser.set_defaults(func=run)
+
+
+def parse_line(line: str, where: str) -> tuple[str, ...]:
+    """The texts of one input line: a JSON object, or plain text with an optional tab."""
+    if line.lstrip().startswith("{"):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{where}: not valid JSON ({err.msg})") from None
+        if not isinstance(record.get("text"), str):
+            raise ValueError(f"{where}: a JSON input needs a string field 'text'")
+        pair = record.get("text_pair")
+        return (record["text"],) if pair is None else (record["text"], str(pair))
+    parts = line.rstrip("\n").split("\t")
+    if len(parts) > 2:
+        raise ValueError(f"{where}: {len(parts)} tab-separated fields; give one text or a pair")
+    return tuple(parts)
+
+
+def read_inputs(stream, name: str) -> list[tuple[str, ...]]:
+    examples = [parse_line(line, f"{name}:{i}")
+                for i, line in enumerate(stream, start=1) if line.strip()]
+    if len({len(e) for e in examples}) > 1:
+        raise ValueError(f"{name}: mixes single texts and pairs; use one kind per run")
+    return examples
+
+
+def run(args: argparse.Namespace) -> int:
+    from diffprune.inference import describe_outputs, load_task_model
+    from diffprune.training.data import encode
+    from diffprune.training.evaluate import sequence_limit
+
+    if args.input == "-":
+        examples = read_inputs(sys.stdin, "<stdin>")
+    else:
+        with open(args.input, encoding="utf-8") as f:
+            examples = read_inputs(f, args.input)
+    loaded = load_task_model(args.path, args.model)
+    model, tokenizer = loaded.model.eval(), loaded.tokenizer
+    length = sequence_limit(model, tokenizer, args.max_seq_length)
+    with torch.no_grad():
+        for start in range(0, len(examples), args.batch_size):
+            chunk = examples[start:start + args.batch_size]
+            batch = tokenizer.pad(encode(tokenizer, chunk, length),
+                                  return_tensors="pt")
+            logits = model(**batch).logits.float()
+            outputs = logits.squeeze(-1) if loaded.spec.labels is None else logits
+            for answer in describe_outputs(outputs, loaded.spec):
+                print(json.dumps(answer))
+    return 0

@@ -1,0 +1,76 @@
+"""A trained task, ready to score text: from a task file (on its base) or a full-finetuning run."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers.utils import logging as hf_logging
+
+from diffprune.bank import TaskBank
+from diffprune.data.task import TaskSpec
+from diffprune.data_paths import DEFAULT_MODEL_PACKAGE
+from diffprune.task_file import load_task, task_path
+from diffprune.training.evaluate import base_path
+
+FULL_MODEL_DIR = "model"
+TASK_INFO = "diffprune_task.json"  # the task spec saved beside a fully finetuned model
+
+
+@dataclass
+class TaskModel:
+    """A model that answers one task, its tokenizer and the task's labels."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    spec: TaskSpec
+    source: str
+
+
+def load_task_model(path: str | Path, model: str | None = None) -> TaskModel:
+    """From a task file or run folder; ``model`` overrides the base recorded in the file."""
+    path = Path(path)
+    hf_logging.set_verbosity_error()
+    full = path / FULL_MODEL_DIR
+    if (full / TASK_INFO).is_file():  # a run of --method full
+        spec = TaskSpec.from_dict(json.loads((full / TASK_INFO).read_text()))
+        tokenizer = AutoTokenizer.from_pretrained(full)
+        net = AutoModelForSequenceClassification.from_pretrained(full).eval()
+        return TaskModel(net, tokenizer, spec, str(full))
+    file = task_path(path)
+    task = load_task(file)
+    spec = TaskSpec.from_dict(task.task)
+    base = model or _recorded_base(task.base.get("name_or_path"), file)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    net = AutoModelForSequenceClassification.from_pretrained(
+        base, num_labels=spec.num_labels, problem_type=spec.problem_type)
+    # The bank checks the base's fingerprint against the file's, so a wrong base is refused.
+    bank = TaskBank(net.eval(), {"name_or_path": base})
+    bank.add(spec.name, task)
+    bank.activate(spec.name)
+    return TaskModel(bank.model, tokenizer, spec, str(file))
+
+
+def _recorded_base(recorded: str | None, file: Path) -> str:
+    """The base a task file names: a local folder, a hub name, or the bundled model."""
+    if not recorded or Path(recorded).exists():
+        return base_path(recorded)
+    if Path(recorded).is_absolute():
+        if DEFAULT_MODEL_PACKAGE in recorded:  # the bundled model, installed elsewhere
+            return base_path(None)
+        raise FileNotFoundError(f"{file} was trained on {recorded}, which is not on this "
+                                "machine; pass --model with that base")
+    return recorded  # a hub name
+
+
+def describe_outputs(outputs: torch.Tensor, spec: TaskSpec) -> list[dict]:
+    """One JSON-ready answer per example: the label and class probabilities, or the value."""
+    if spec.labels is None:
+        return [{"value": float(v)} for v in outputs]
+    probs = outputs.softmax(-1)
+    return [{"label": spec.labels[int(p.argmax())],
+             "scores": {name: round(float(q), 6) for name, q in zip(spec.labels, p)}}
+            for p in probs]

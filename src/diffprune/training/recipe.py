@@ -1,0 +1,276 @@
+"""The whole recipe for one task, top to bottom (SPEC §4–§6).
+
+diff-structured / diff:
+  1. L0 training: w and log-alpha by AdamW (own learning rates and clipping), loss + λ·E[L0];
+  2. projection of one final draw of the diff to exactly ``density`` of the gated parameters;
+  3. fixed-mask finetuning of the kept values and the head, keeping the best dev checkpoint.
+nonadaptive: full finetuning (best dev), δ = θ_ft − θ projected, then step 3.
+full: full finetuning (best dev), the reference; the whole model is saved.
+
+Runs on one process or under ``torchrun`` / ``accelerate launch`` (DDP through Accelerate); only
+the main process writes. Every stage checkpoints, and ``--resume`` picks up where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import resource
+import shutil
+import time
+import warnings
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator, DistributedDataParallelKwargs
+from tqdm.auto import tqdm
+
+from diffprune.bank import TaskBank
+from diffprune.config import DiffPruneConfig
+from diffprune.export import task_from_model
+from diffprune.inference import FULL_MODEL_DIR, TASK_INFO
+from diffprune.model import DiffPruneModel
+from diffprune.nonadaptive import nonadaptive_from_finetuned
+from diffprune.optim import build_optimizer, make_scheduler
+from diffprune.task_file import save_task
+from diffprune.training.checkpoint import (
+    CHECKPOINT,
+    load_model_state,
+    read_progress,
+    restore_training,
+)
+from diffprune.training.data import load_task_data, make_loader
+from diffprune.training.evaluate import base_path, evaluate, load_base, sequence_limit
+from diffprune.training.settings import TrainSettings
+from diffprune.training.stage import Stage, StageContext, StageState, run_stage
+
+CONFIG_FILE = "config.json"
+
+
+def make_accelerator() -> Accelerator:
+    # Several processes without CUDA (torchrun on CPUs) must be told to use gloo on the CPU;
+    # a single process keeps Accelerate's own choice of device.
+    multi_cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+    # The frozen base lives in buffers; DDP must not broadcast them (all of the model) per step.
+    # (Accelerate calls that flag deprecated in favour of one it cannot pass on yet.)
+    warnings.filterwarnings("ignore", message="`broadcast_buffers` is deprecated")
+    return Accelerator(cpu=multi_cpu, kwargs_handlers=[
+        DistributedDataParallelKwargs(broadcast_buffers=False)])
+
+
+def _steps(per_epoch: int, epochs: float, max_steps: int) -> int:
+    steps = max(1, round(per_epoch * epochs))
+    return min(steps, max_steps) if max_steps > 0 else steps
+
+
+def _peak_memory_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    if torch.cuda.is_available():
+        peak = max(peak, torch.cuda.max_memory_allocated() / 2**20)
+    return round(peak, 1)
+
+
+def settings_for_resume(folder: str | Path) -> tuple[DiffPruneConfig, TrainSettings]:
+    """The method and run settings saved in a run folder, to continue it as it was started."""
+    path = Path(folder) / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: {folder} is not a diffprune run folder")
+    saved = json.loads(path.read_text())
+    settings = TrainSettings(**{**saved["train"], "resume": str(folder), "output": str(folder)})
+    return DiffPruneConfig.from_dict(saved["diffprune"]), settings
+
+
+class _Run:
+    """State shared by the stages of one run."""
+
+    def __init__(self, config: DiffPruneConfig, settings: TrainSettings, acc: Accelerator):
+        self.config, self.settings, self.acc = config, settings, acc
+        self.out_dir = Path(settings.output)
+        self.progress = read_progress(self.out_dir) if settings.resume else None
+        self.data = load_task_data(settings)
+        self.spec = self.data.spec
+        self.tokenizer, base, self.missing = load_base(settings.model, self.spec)
+        self.base = base
+        self.generator = torch.Generator().manual_seed(settings.seed)
+        length = sequence_limit(base, self.tokenizer, settings.max_seq_length)
+        train = make_loader(self.tokenizer, self.data.train, settings.batch_size, length,
+                            shuffle=True, generator=self.generator)
+        self.dev_loaders = {s: make_loader(self.tokenizer, split, settings.eval_batch_size,
+                                           length, shuffle=False)
+                            for s, split in self.data.dev.items()}
+        self.metrics: dict = {} if self.progress is None else self.progress["run"]
+        self.logger = _file_logger(self.out_dir / "train.log", acc.is_main_process)
+        self.ctx = StageContext(acc, acc.prepare_data_loader(train), self.generator,
+                                settings.seed, self.out_dir, self.score,
+                                settings.checkpoint_steps, self.metrics, self.log)
+
+    def log(self, line: str) -> None:
+        if self.acc.is_main_process:
+            tqdm.write(line)
+            self.logger.info(line)
+
+    def score(self, model) -> tuple[float, dict]:
+        scores = evaluate(model, self.dev_loaders, self.spec)
+        return scores[self.data.selection_split][self.spec.metric], scores
+
+    def steps(self, epochs: float) -> int:
+        return _steps(len(self.ctx.loader), epochs, self.settings.max_steps)
+
+    def resuming(self, stage: str) -> bool:
+        return self.progress is not None and self.progress["stage"] == stage
+
+    def stage(self, stage: Stage, inner: torch.nn.Module, optimizer, scheduler) -> StageState:
+        state = None
+        if self.resuming(stage.name):
+            model_state, best = load_model_state(self.out_dir)
+            inner.load_state_dict(model_state, strict=False)
+            restore_training(self.out_dir, optimizer, scheduler, self.acc.process_index)
+            state = StageState.from_progress(self.progress, best)
+            self.log(f"{stage.desc}: resumed at step {state.step}/{stage.num_steps}")
+            self.progress = None
+        model = self.acc.prepare_model(inner)
+        return run_stage(self.ctx, stage, model, inner, optimizer, scheduler, state)
+
+    def full_finetune(self, model: torch.nn.Module) -> StageState:
+        """Plain finetuning of every parameter, keeping the best dev state."""
+        params = [p for p in model.parameters() if p.requires_grad]
+        fused = all(p.dtype == torch.float32 and p.device.type in ("cpu", "cuda") for p in params)
+        optimizer = torch.optim.AdamW(params, lr=self.settings.full_lr, eps=self.config.adam_eps,
+                                      weight_decay=self.config.weight_decay, fused=fused or None)
+        steps = self.steps(self.settings.epochs)
+        norm = self.config.diff_max_grad_norm
+        stage = Stage("full", "full finetuning", steps, select_best=True,
+                      clip=lambda: torch.nn.utils.clip_grad_norm_(params, norm))
+        state = self.stage(stage, model, optimizer, make_scheduler(optimizer, steps))
+        self.metrics.update(full_steps=steps, full_best_step=state.best_step,
+                            dev_after_finetuning=state.best_scores)
+        return state
+
+
+def _file_logger(path: Path, active: bool) -> logging.Logger:
+    logger = logging.getLogger(f"diffprune.run.{path}")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    if active and not logger.handlers:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(path)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        logger.addHandler(handler)
+    return logger
+
+
+def _check_output(settings: TrainSettings) -> None:
+    out_dir = Path(settings.output)
+    if settings.resume is None and (out_dir / CHECKPOINT).exists():
+        raise FileExistsError(f"{out_dir} holds a checkpoint of an earlier run: continue it with "
+                              f"--resume {out_dir}, or pick another --output")
+
+
+def train_task(config: DiffPruneConfig, settings: TrainSettings,
+               accelerator: Accelerator | None = None) -> dict:
+    """Train one task by ``settings.method``; writes the task file (or model) and metrics.json."""
+    start = time.time()
+    if settings.method in ("diff", "diff-structured"):
+        config = replace(config, structured=settings.method == "diff-structured")
+    _check_output(settings)
+    acc = accelerator or make_accelerator()
+    torch.manual_seed(settings.seed)
+    run = _Run(config, settings, acc)
+    if acc.is_main_process:
+        run.out_dir.mkdir(parents=True, exist_ok=True)
+        (run.out_dir / CONFIG_FILE).write_text(json.dumps(
+            {"diffprune": config.to_dict(), "train": asdict(settings)}, indent=2) + "\n")
+    run.metrics.update(task=run.spec.name, method=settings.method, metric=run.spec.metric,
+                       selection_split=run.data.selection_split,
+                       train_examples=len(run.data.train),
+                       dev_examples={s: len(d) for s, d in run.data.dev.items()},
+                       processes=acc.num_processes)
+    if settings.method == "full":
+        state = run.full_finetune(run.base)
+        final = state.best_scores
+        if acc.is_main_process:
+            folder = run.out_dir / FULL_MODEL_DIR
+            run.base.save_pretrained(folder)
+            run.tokenizer.save_pretrained(folder)
+            (folder / TASK_INFO).write_text(json.dumps(run.spec.to_dict(), indent=2) + "\n")
+    else:
+        model = _diff_model(run)
+        final = _fixed_mask(run, model)
+        if acc.is_main_process:
+            _export(run, model, final)
+    selection = final[run.data.selection_split]
+    run.metrics.update(dev=selection, dev_splits=final,
+                       train_seconds=round(time.time() - start, 1),
+                       peak_memory_mb=_peak_memory_mb())
+    if acc.is_main_process:
+        (run.out_dir / "metrics.json").write_text(json.dumps(run.metrics, indent=2) + "\n")
+        shutil.rmtree(run.out_dir / CHECKPOINT, ignore_errors=True)  # finished: nothing to resume
+        run.log(f"done in {run.metrics['train_seconds']:.0f} s; metrics in "
+                f"{run.out_dir / 'metrics.json'}")
+    acc.wait_for_everyone()
+    return run.metrics if acc.is_main_process else {}
+
+
+def _diff_model(run: _Run) -> DiffPruneModel:
+    """A model in the fixed-mask stage: after L0 training and projection, or non-adaptive."""
+    settings, acc = run.settings, run.acc
+    if run.resuming("mask"):  # the mask and values come from the checkpoint
+        model = DiffPruneModel(run.base, run.config, missing_keys=run.missing)
+        model.load_masked_state(load_model_state(run.out_dir)[0])
+        return model
+    if settings.method == "nonadaptive":
+        run.full_finetune(run.base)
+        pretrained = load_base(settings.model, run.spec)[1]
+        model = nonadaptive_from_finetuned(pretrained, run.base, run.config,
+                                           missing_keys=run.missing)
+        run.metrics.update(nonzeros=model.nonzero_count(),
+                           density_after_projection=model.nonzero_count() / model.num_gated)
+        return model
+    model = DiffPruneModel(run.base, run.config, missing_keys=run.missing).train()
+    steps = run.steps(settings.epochs)
+    optimizer, scheduler = build_optimizer(model, steps)
+    if run.progress is None:
+        run.metrics["l0_expected_l0_start"] = model.expected_l0()
+    stage = Stage("l0", "L0 training", steps, select_best=False, clip=model.clip_grad_norms)
+    state = run.stage(stage, model, optimizer, scheduler)
+    run.metrics.update(l0_steps=steps, l0_first_loss=state.losses[0],
+                       l0_last_loss=state.losses[-1], l0_expected_l0_end=model.expected_l0(),
+                       density_before_projection=model.expected_density(),
+                       dev_after_l0=run.score(model)[1])
+    # Every process must draw the same final diff: reseed, so they project identically.
+    torch.manual_seed(settings.seed + 1)
+    run.metrics["nonzeros"] = model.project()
+    run.metrics["density_after_projection"] = run.metrics["nonzeros"] / model.num_gated
+    acc.wait_for_everyone()
+    return model
+
+
+def _fixed_mask(run: _Run, model: DiffPruneModel) -> dict:
+    """Fixed-mask finetuning of the kept values and the head; returns the best dev scores."""
+    if run.progress is None:
+        run.metrics["dev_after_projection"] = run.score(model)[1]
+    settings = run.settings
+    model.config = replace(model.config, diff_lr=settings.mask_lr, head_lr=settings.mask_lr)
+    steps = run.steps(settings.mask_epochs)
+    optimizer, scheduler = build_optimizer(model, steps)
+    stage = Stage("mask", "fixed-mask", steps, select_best=True, clip=model.clip_grad_norms)
+    state = run.stage(stage, model, optimizer, scheduler)
+    run.metrics.update(mask_steps=steps, best_step=state.best_step)
+    return state.best_scores
+
+
+def _export(run: _Run, model: DiffPruneModel, scores: dict) -> None:
+    """Write the task file, then score it as a user gets it: from the file, on a fresh base."""
+    base_info = {"name_or_path": base_path(run.settings.model)}
+    metrics = scores[run.data.selection_split]
+    path = save_task(task_from_model(model, run.spec.to_dict(), metrics, base_info),
+                     run.out_dir / "diff.safetensors")
+    bank = TaskBank(load_base(run.settings.model, run.spec)[1])
+    bank.add(run.spec.name, path)
+    bank.activate(run.spec.name)
+    run.metrics["dev_from_file"] = evaluate(bank.model, run.dev_loaders, run.spec)[
+        run.data.selection_split]
+    run.metrics["file_bytes"] = path.stat().st_size
+    run.log(f"task file: {path} ({run.metrics['file_bytes']:,} bytes)")

@@ -1,0 +1,181 @@
+"""``diffprune train / eval / predict`` end to end on a tiny model: methods, resume, NaN."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+import torch
+from conftest import GLUE_DIR
+
+from diffprune.cli.main import main
+from diffprune.model import DiffPruneModel
+from diffprune.task_file import load_task
+from diffprune.training import stage as stage_module
+
+pytestmark = pytest.mark.skipif(not (GLUE_DIR / "RTE").is_dir(), reason="needs the GLUE data")
+
+
+def _train(tiny_base_dir, out, *extra):
+    return main(["train", "--model", str(tiny_base_dir), "--data-dir", str(GLUE_DIR),
+                 "--task", "rte", "--output", str(out), "--max-train-samples", "48",
+                 "--max-eval-samples", "24", "--batch-size", "8", "--max-seq-length", "32",
+                 "--epochs", "2", "--mask-epochs", "2", "--density", "0.05",
+                 "--checkpoint-steps", "4", *extra])
+
+
+def _same_task(a, b):
+    first, second = load_task(a / "diff.safetensors"), load_task(b / "diff.safetensors")
+    assert first.diffs.keys() == second.diffs.keys()
+    for name in first.diffs:
+        assert torch.equal(first.diffs[name].positions, second.diffs[name].positions), name
+        assert torch.equal(first.diffs[name].values, second.diffs[name].values), name
+    for name in first.head:
+        assert torch.equal(first.head[name], second.head[name]), name
+
+
+@pytest.mark.parametrize("method", ["diff-structured", "diff", "nonadaptive"])
+def test_methods_write_task_file_metrics_and_log(tmp_path, tiny_base_dir, method, capsys):
+    out = tmp_path / method
+    assert _train(tiny_base_dir, out, "--method", method, "--mask-lr", "1e-3") == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    task = load_task(out / "diff.safetensors")
+    assert metrics["method"] == method and task.nonzeros == metrics["nonzeros"]
+    assert metrics["density_after_projection"] == pytest.approx(0.05, rel=1e-3)
+    assert task.config["structured"] == (method != "diff")
+    assert metrics["dev"] == metrics["dev_splits"]["dev"]
+    assert abs(metrics["dev_from_file"]["accuracy"] - metrics["dev"]["accuracy"]) <= 1 / 24
+    assert metrics["train_seconds"] > 0 and metrics["peak_memory_mb"] > 0
+    stages = ["full finetuning"] if method == "nonadaptive" else ["L0 training"]
+    log = (out / "train.log").read_text()
+    assert all(s in log for s in [*stages, "fixed-mask", "task file:"])
+    if method != "nonadaptive":
+        assert 0 < metrics["density_before_projection"] <= 1
+    else:
+        assert "dev_after_finetuning" in metrics
+    assert not (out / "checkpoint").exists()  # a finished run keeps no training state
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["train"]["method"] == method and saved["diffprune"]["density"] == 0.05
+    assert "task file:" in capsys.readouterr().out
+
+
+def test_full_finetuning_then_eval_and_predict(tmp_path, tiny_base_dir, capsys):
+    out = tmp_path / "full"
+    assert _train(tiny_base_dir, out, "--method", "full", "--epochs", "1") == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (out / "model" / "model.safetensors").is_file()
+    capsys.readouterr()
+    assert main(["eval", str(out), "--data-dir", str(GLUE_DIR), "--max-eval-samples",
+                 "24"]) == 0
+    report = json.loads((out / "eval.json").read_text())
+    assert report["scores"]["dev"]["accuracy"] == pytest.approx(metrics["dev"]["accuracy"])
+
+
+def test_eval_and_predict_a_task_file(tmp_path, tiny_base_dir, capsys, monkeypatch):
+    out = tmp_path / "run"
+    assert _train(tiny_base_dir, out) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    capsys.readouterr()
+    assert main(["eval", str(out / "diff.safetensors"), "--data-dir", str(GLUE_DIR),
+                 "--max-eval-samples", "24", "--output", str(tmp_path / "e.json")]) == 0
+    report = json.loads((tmp_path / "e.json").read_text())
+    assert report["scores"]["dev"]["accuracy"] == metrics["dev_from_file"]["accuracy"]
+    assert "rte dev (24 examples): accuracy" in capsys.readouterr().out
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(
+        'A man sleeps.\tA person rests.\n{"text": "It rains.", "text_pair": "It is dry."}\n'))
+    assert main(["predict", str(out)]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert len(lines) == 2
+    for line in lines:
+        assert line["label"] in ("entailment", "not_entailment")
+        assert sum(line["scores"].values()) == pytest.approx(1.0, abs=1e-5)
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("one\ttwo\tthree\n"))
+    assert main(["predict", str(out)]) == 2
+    assert "<stdin>:1: 3 tab-separated fields" in capsys.readouterr().err
+
+
+def test_eval_refuses_a_task_with_other_labels(tmp_path, tiny_base_dir, capsys):
+    out = tmp_path / "run"
+    assert _train(tiny_base_dir, out, "--max-steps", "2") == 0
+    assert main(["eval", str(out), "--task", "sst2", "--data-dir", str(GLUE_DIR)]) == 2
+    assert "predicts" in capsys.readouterr().err
+
+
+def _die_after_checkpoint(monkeypatch, count):
+    real, calls = stage_module.save_checkpoint, []
+
+    def save_then_die(*args, **kwargs):
+        result = real(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == count:
+            raise KeyboardInterrupt  # killed right after this checkpoint
+        return result
+
+    monkeypatch.setattr(stage_module, "save_checkpoint", save_then_die)
+
+
+# Checkpoints come at steps 4, 6 (epoch end), 8, 12 of each 12-step stage: the 1st is mid-epoch
+# in L0 training, the 7th mid-epoch in fixed-mask finetuning, after a best state was kept.
+@pytest.mark.parametrize("killed_after", [1, 7])
+def test_resume_continues_a_killed_run_to_the_same_result(tmp_path, tiny_base_dir,
+                                                          monkeypatch, killed_after, capsys):
+    whole = tmp_path / "whole"
+    assert _train(tiny_base_dir, whole) == 0
+    killed = tmp_path / "killed"
+    with monkeypatch.context() as patch:
+        _die_after_checkpoint(patch, killed_after)
+        assert _train(tiny_base_dir, killed) == 130
+    progress = json.loads((killed / "checkpoint" / "progress.json").read_text())
+    assert progress["stage"] == ("l0" if killed_after == 1 else "mask")
+    assert progress["step"] == (4 if killed_after == 1 else 8)
+    # The same folder without --resume is refused, and nothing is lost.
+    assert _train(tiny_base_dir, killed) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main(["train", "--resume", str(killed)]) == 0
+    _same_task(whole, killed)
+    a, b = (json.loads((d / "metrics.json").read_text()) for d in (whole, killed))
+    for key in ("dev", "dev_after_l0", "dev_after_projection", "best_step", "l0_last_loss"):
+        assert a[key] == b[key], key
+
+
+def test_nan_loss_stops_and_keeps_the_last_checkpoint(tmp_path, tiny_base_dir, monkeypatch,
+                                                      capsys):
+    real, calls = DiffPruneModel.penalty, []
+
+    def penalty_that_breaks(self):
+        calls.append(1)
+        value = real(self)
+        return value * float("nan") if len(calls) == 6 else value
+
+    monkeypatch.setattr(DiffPruneModel, "penalty", penalty_that_breaks)
+    out = tmp_path / "run"
+    assert _train(tiny_base_dir, out) == 2
+    err = capsys.readouterr().err
+    assert "loss became nan at step 6" in err and "last good checkpoint" in err
+    progress = json.loads((out / "checkpoint" / "progress.json").read_text())
+    assert progress["stage"] == "l0" and progress["step"] == 4
+    assert not (out / "diff.safetensors").exists()
+    monkeypatch.undo()
+    assert main(["train", "--resume", str(out)]) == 0  # the kept checkpoint is usable
+    assert (out / "diff.safetensors").is_file()
+
+
+def test_conflicting_method_flags_are_refused(tmp_path, tiny_base_dir, capsys):
+    assert _train(tiny_base_dir, tmp_path / "x", "--method", "diff", "--structured") == 2
+    assert "contradicts" in capsys.readouterr().err
+
+
+def test_config_file_with_flags_overriding(tmp_path, tiny_base_dir):
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"train": {"max_steps": 2, "mask_lr": 0.01},
+                                  "diffprune": {"l0_lambda": 1e-6}}))
+    out = tmp_path / "run"
+    assert _train(tiny_base_dir, out, "--config", str(config), "--mask-lr", "0.002") == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["train"]["max_steps"] == 2 and saved["train"]["mask_lr"] == 0.002
+    assert saved["diffprune"]["l0_lambda"] == 1e-6
+    config.write_text(json.dumps({"train": {"nonsense": 1}}))
+    assert _train(tiny_base_dir, tmp_path / "bad", "--config", str(config)) == 2
