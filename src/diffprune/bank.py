@@ -113,6 +113,11 @@ class TaskBank:
     def active(self) -> str | None:
         return self._active
 
+    @property
+    def lock(self) -> threading.RLock:
+        """Held by every change of the model's weights; hold it to see a stable set of tasks."""
+        return self._lock
+
     def base_fingerprint(self, names: list[str]) -> str:
         """Fingerprint of the pristine base tensors ``names`` (cached per set of names)."""
         key = frozenset(names)

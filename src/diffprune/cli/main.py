@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from diffprune import __version__
-from diffprune.cli import eval_cmd, inspect_cmd, merge_cmd, predict_cmd, train
+from diffprune.cli import eval_cmd, inspect_cmd, merge_cmd, predict_cmd, serve_cmd, train
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict_cmd.add_parser(subparsers)
     inspect_cmd.add_parser(subparsers)
     merge_cmd.add_parser(subparsers)
+    serve_cmd.add_parser(subparsers)
     return parser
 
 

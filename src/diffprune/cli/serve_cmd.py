@@ -1,0 +1,57 @@
+"""``diffprune serve``: many tasks over HTTP from one base model (FastAPI + uvicorn)."""
+
+from __future__ import annotations
+
+import argparse
+
+from diffprune.serve.app import ServeLimits
+
+
+def _task_arg(value: str) -> tuple[str, str]:
+    name, sep, path = value.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {value!r}")
+    return name, path
+
+
+def add_parser(subparsers) -> None:
+    defaults = ServeLimits()
+    parser = subparsers.add_parser("serve", help="serve task files over HTTP (OpenAPI at /docs)")
+    parser.add_argument("--task", dest="tasks", action="append", type=_task_arg, default=[],
+                        metavar="NAME=PATH", help="a task file or run folder; repeat for more")
+    parser.add_argument("--model", default=None, help="base model (default: the bundled MiniLM)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--max-batch", type=int, default=defaults.max_batch,
+                        help="inputs per request")
+    parser.add_argument("--max-seq-length", type=int, default=defaults.max_seq_length)
+    parser.add_argument("--batch-rows", type=int, default=defaults.batch_rows,
+                        help="rows per shared forward pass")
+    parser.add_argument("--batch-wait-ms", type=float, default=defaults.batch_wait_ms,
+                        help="how long a request waits for others to share its batch")
+    parser.add_argument("--no-path-loading", dest="allow_paths", action="store_false",
+                        help="POST /v1/tasks takes uploads only, never paths on this machine")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+    except ImportError:
+        raise ValueError('serving needs FastAPI and uvicorn: pip install "diffprune[serve]"') \
+            from None
+    from diffprune.bank import TaskBank
+    from diffprune.serve.app import create_app
+
+    bank = TaskBank.from_pretrained(args.model)
+    if bank.tokenizer is None:
+        raise ValueError(f"{args.model}: no tokenizer found beside the model")
+    for name, path in args.tasks:  # any bad file stops here, before serving
+        bank.add(name, path)
+        print(f"loaded {name} from {path}")
+    limits = ServeLimits(max_batch=args.max_batch, max_seq_length=args.max_seq_length,
+                         batch_rows=args.batch_rows, batch_wait_ms=args.batch_wait_ms,
+                         allow_paths=args.allow_paths)
+    uvicorn.run(create_app(bank, bank.tokenizer, limits), host=args.host, port=args.port,
+                log_level="info")
+    return 0
