@@ -51,8 +51,10 @@ def server(setup):
             reference.add(name, files[name])
     limits = ServeLimits(max_batch=8, max_text_chars=200, max_body_bytes=4096,
                          batch_wait_ms=20)
-    with TestClient(create_app(bank, bank.tokenizer, limits)) as client:
+    app = create_app(bank, bank.tokenizer, limits)
+    with TestClient(app) as client:
         yield client, reference, files
+    assert not app.state.batcher._thread.is_alive()  # shutdown stops the batching thread
 
 
 def _single(reference, task, texts):
@@ -182,3 +184,13 @@ def test_unknown_task_is_404(server):
     client, _, _ = server
     response = client.post("/v1/tasks/nope/predict", json={"text": "a"})
     assert response.status_code == 404 and "loaded: t0, t1, sim" in response.json()["detail"]
+
+
+def test_serve_command_refuses_a_bad_task_before_serving(tiny_base_dir, tmp_path, capsys):
+    from diffprune.cli.main import main
+
+    assert main(["serve", "--model", str(tiny_base_dir), "--task",
+                 f"x={tmp_path / 'none.safetensors'}"]) == 2
+    assert "no such file" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["serve", "--task", "no-equals-sign"])

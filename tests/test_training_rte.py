@@ -68,7 +68,8 @@ def test_cli_train_writes_task_file_and_metrics(tmp_path, capsys):
     assert abs(metrics["dev_from_file"]["accuracy"] - metrics["dev"]["accuracy"]) <= 0.001
     # The whole file, header and dense head included, costs under 3 bytes per stored nonzero.
     assert (out / "diff.safetensors").stat().st_size / metrics["nonzeros"] <= 3.0
-    assert "task file:" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "task file:" in printed and "full finetuning of this base: 56.68" in printed
     # ... and `diffprune eval` scores the file the same way.
     assert main(["eval", str(out), "--data-dir", str(GLUE_DIR), "--max-eval-samples", "32",
                  "--max-seq-length", "64"]) == 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,11 +103,16 @@ def _examples(body: PredictRequest, limits: ServeLimits) -> list[tuple[str, ...]
 def create_app(bank: TaskBank, tokenizer, limits: ServeLimits | None = None) -> FastAPI:
     """The API over ``bank``; tasks already in the bank are served."""
     limits = limits or ServeLimits()
-    app = FastAPI(title="diffprune", version=__version__,
-                  description="Many diff-pruned tasks served from one base model.")
     batcher = MicroBatcher(bank, tokenizer, limits.batch_rows, limits.batch_wait_ms / 1000)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        batcher.close()  # the worker thread ends with the server
+
+    app = FastAPI(title="diffprune", version=__version__, lifespan=lifespan,
+                  description="Many diff-pruned tasks served from one base model.")
     app.state.bank, app.state.batcher, app.state.limits = bank, batcher, limits
-    app.router.on_shutdown.append(batcher.close)
 
     def spec_of(name: str) -> TaskSpec:
         for row in bank.describe():

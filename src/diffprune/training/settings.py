@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 Method = Literal["diff-structured", "diff", "nonadaptive", "full"]
@@ -34,7 +35,7 @@ class TrainSettings:
     task_name: str | None = _field(None, "Own data: task name (default: the train file's name).")
     model: str | None = _field(
         None, "Base model: local path or hub name (default: the bundled MiniLM).")
-    output: str = _field("runs/rte", "Output directory.")
+    output: str | None = _field(None, "Output directory (default: runs/<task>).")
     resume: str | None = _field(
         None, "Continue the killed run in this folder from its last checkpoint, with the "
         "settings it was started with (other flags are ignored).")
@@ -51,3 +52,8 @@ class TrainSettings:
     checkpoint_steps: int = _field(
         0, "Also checkpoint every N steps (0 = at the end of each epoch only).")
     seed: int = _field(0, "Random seed.")
+
+    def __post_init__(self) -> None:
+        if self.output is None:
+            name = self.task_name or (Path(self.train_file).stem if self.train_file else self.task)
+            self.output = f"runs/{name}"
