@@ -97,8 +97,12 @@ def run_matrix(methods, tasks, seeds: int, runs: Path, quick: bool) -> None:
                     continue
                 metrics = json.loads((folder / "metrics.json").read_text())
                 metrics.update(command=" ".join(cmd), seed=seed, quick=quick)
-                if "file_bytes" in metrics:
+                if "file_bytes" in metrics:  # a task file
                     metrics["bytes_per_task"] = metrics["file_bytes"]
+                if method == "full":  # the whole finetuned model is the task
+                    metrics["bytes_per_task"] = sum(
+                        f.stat().st_size for f in (folder / "model").glob("*.safetensors"))
+                    metrics["new_params_pct"] = 100.0
                 out.parent.mkdir(parents=True, exist_ok=True)
                 out.write_text(json.dumps(metrics, indent=2) + "\n")
 
@@ -145,6 +149,44 @@ def render(summary: dict) -> str:
     return "\n".join(lines)
 
 
+PAPER = """| method (BERT-large, GLUE test) | new params | SST-2 | CoLA | MRPC | STS-B | RTE |
+|---|---|---|---|---|---|---|
+| full finetuning | 100% | 94.1 | 59.6 | 88.9 | 86.6 | 71.2 |
+| Adapters (Houlsby) | 3.6% | 94.0 | 59.5 | 89.5 | 86.9 | 71.5 |
+| last layer only | 3.8% | 91.6 | 40.2 | 80.1 | 67.3 | 58.6 |
+| non-adaptive diff pruning | 0.5% | 93.6 | 51.2 | 81.5 | 78.2 | 61.5 |
+| diff pruning | 0.5% | 93.8 | 60.5 | 87.0 | 83.5 | 68.1 |
+| diff pruning, structured | 0.5% | 94.1 | 61.1 | 89.7 | 86.0 | 70.6 |"""
+
+
+def write_report(table: str, info: dict) -> Path:
+    """BENCHMARKS.md at the repository root: our table, the settings, the paper's table."""
+    rates = "\n".join(f"| {m} | {', '.join(f'{k} {v:g}' for k, v in r.items())} |"
+                       for m, r in LEARNING_RATES.items())
+    text = f"""# Benchmarks: diff pruning beside full finetuning and its peers
+
+Rendered by `{info['command']}` on {info['date']}; machine: {info['machine']}.
+Dev scores in GLUE points (MCC CoLA, F1 MRPC, Spearman STS-B, accuracy otherwise), mean ± std
+over seeds where there are several; bundled MiniLM, local GLUE data, batch 16, sequence length
+128, every method 4 passes over the data (see `benchmarks/glue_matrix.py`).
+
+{table}
+
+Learning rates:
+
+| method | learning rates |
+|---|---|
+{rates}
+
+The paper's Table 1 (BERT-large, test server), for reference:
+
+{PAPER}
+"""
+    path = HERE.parent / "BENCHMARKS.md"
+    path.write_text(text)
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", nargs="+", default=[*DIFF_METHODS, *PEER_METHODS])
@@ -166,8 +208,9 @@ def main() -> None:
     if not args.quick:
         RESULTS.mkdir(parents=True, exist_ok=True)
         (RESULTS / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        (OUT / "last_run.json").write_text(json.dumps(
-            {**run_info(), "seconds": round(time.time() - started, 1)}, indent=2) + "\n")
+        info = {**run_info(), "seconds": round(time.time() - started, 1)}
+        (OUT / "last_run.json").write_text(json.dumps(info, indent=2) + "\n")
+        write_report(table, info)
     print(table)
 
 
