@@ -159,6 +159,13 @@ def test_nan_loss_stops_and_keeps_the_last_checkpoint(tmp_path, tiny_base_dir, m
     assert progress["stage"] == "l0" and progress["step"] == 4
     assert not (out / "diff.safetensors").exists()
     monkeypatch.undo()
+    # A checkpoint of two processes is not resumed by one (each continues its own randomness).
+    rng = out / "checkpoint" / "rng_0.safetensors"
+    extra = rng.with_name("rng_1.safetensors")
+    extra.write_bytes(rng.read_bytes())
+    assert main(["train", "--resume", str(out)]) == 2
+    assert "written by 2 process(es); resume with as many" in capsys.readouterr().err
+    extra.unlink()
     assert main(["train", "--resume", str(out)]) == 0  # the kept checkpoint is usable
     assert (out / "diff.safetensors").is_file()
 

@@ -121,15 +121,17 @@ def load_model_state(out_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, 
     return model, best
 
 
-def restore_training(out_dir: Path, optimizer, scheduler, rank: int = 0) -> None:
+def restore_training(out_dir: Path, optimizer, scheduler, rank: int = 0,
+                     world_size: int = 1) -> None:
     """Load the optimizer, schedule and this process's random state of the checkpoint."""
     folder = out_dir / CHECKPOINT
+    written = len(list(folder.glob("rng_*.safetensors")))
+    if written != world_size:  # each process continues its own random stream
+        raise ValueError(f"{folder} was written by {written} process(es); resume with as many "
+                         f"(this run has {world_size})")
     info = json.loads((folder / "optimizer.json").read_text())
     scheduler_state = info.pop("scheduler")
     optimizer.load_state_dict(
         _optimizer_from_files(load_file(folder / "optimizer.safetensors"), info))
     scheduler.load_state_dict(scheduler_state)
-    rng = folder / f"rng_{rank}.safetensors"
-    if not rng.is_file():
-        raise FileNotFoundError(f"{rng} missing: resume with as many processes as the run had")
-    _set_rng_state(load_file(rng))
+    _set_rng_state(load_file(folder / f"rng_{rank}.safetensors"))

@@ -126,7 +126,8 @@ class _Run:
         if self.resuming(stage.name):
             model_state, best = load_model_state(self.out_dir)
             inner.load_state_dict(model_state, strict=False)
-            restore_training(self.out_dir, optimizer, scheduler, self.acc.process_index)
+            restore_training(self.out_dir, optimizer, scheduler, self.acc.process_index,
+                             self.acc.num_processes)
             state = StageState.from_progress(self.progress, best)
             self.log(f"{stage.desc}: resumed at step {state.step}/{stage.num_steps}")
             self.progress = None
