@@ -53,6 +53,9 @@ LEARNING_RATES = {
 }
 
 
+ADAPTERS_PYTHON = sys.executable  # houlsby: a Python whose environment has `adapters`
+
+
 def command(method: str, task: str, seed: int, folder: Path, quick: bool,
             match_bytes: int) -> list[str]:
     common = ["--task", task, "--data-dir", str(GLUE), "--output", str(folder), "--seed",
@@ -65,7 +68,8 @@ def command(method: str, task: str, seed: int, folder: Path, quick: bool,
         return [sys.executable, "-m", "diffprune.cli.main", "train", "--method", method,
                 *common, *epochs, *rates]
     extra = ["--match-bytes", str(match_bytes)] if method == "lora-matched" else []
-    return [sys.executable, str(HERE / "peers.py"), "--method", method, *common,
+    python = ADAPTERS_PYTHON if method == "houlsby" else sys.executable
+    return [python, str(HERE / "peers.py"), "--method", method, *common,
             "--epochs", "4", *rates, *extra]
 
 
@@ -195,8 +199,12 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=Path("runs/glue-matrix"))
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--render-only", action="store_true")
+    parser.add_argument("--adapters-python", default=sys.executable,
+                        help="houlsby runs under this interpreter: AdapterHub's `adapters` pins "
+                             "an older Transformers, so give it its own venv (see peers.py)")
     args = parser.parse_args()
-    global OUT
+    global OUT, ADAPTERS_PYTHON
+    ADAPTERS_PYTHON = args.adapters_python
     if args.quick:  # a smoke run never mixes with the committed results
         OUT = Path(tempfile.mkdtemp(prefix="glue-matrix-quick-"))
         args.runs = OUT / "runs"

@@ -82,6 +82,7 @@ def prepare(method: str, model: torch.nn.Module, head: list[str], match_bytes: i
         adapters.init(model)
         model.add_adapter("task", config="double_seq_bn")
         model.train_adapter("task")
+        model.set_active_adapters("task")
         for name, param in model.named_parameters():
             if is_head(name):
                 param.requires_grad_(True)
