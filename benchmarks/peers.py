@@ -7,7 +7,7 @@ Methods: ``bitfit`` (biases and head), ``last-layer`` (the last encoder layer, p
 ``lora`` (PEFT, rank 8 on query and value), ``lora-matched`` (PEFT, the rank whose stored size
 matches a 0.5% diff of the same model, ``--match-bytes``), ``houlsby`` (AdapterHub ``adapters``,
 ``double_seq_bn``; it pins an older Transformers, so run this script from its own environment:
-``python -m venv .venv-adapters && .venv-adapters/bin/pip install adapters -e .``).
+``python -m venv .venv-adapters && .venv-adapters/bin/pip install torch==2.13.0 adapters -e .``).
 
 Data, loaders, the step loop, best-dev selection and metrics.json are diffprune's own, so only
 the choice of trainable parameters differs from ``diffprune train --method full``.
