@@ -12,7 +12,7 @@ from taskfiles import make_task
 from transformers import AutoModelForSequenceClassification
 
 from diffprune.bank import TaskBank
-from diffprune.serve import ServeLimits, create_app
+from diffprune.serve.app import ServeLimits, create_app
 from diffprune.task_file import save_task
 
 TEXTS = ["a fine film", "the plot was thin", "nothing happens for an hour", "bright and brisk"]
@@ -194,3 +194,19 @@ def test_serve_command_refuses_a_bad_task_before_serving(tiny_base_dir, tmp_path
     assert "no such file" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["serve", "--task", "no-equals-sign"])
+
+
+def test_the_command_line_works_without_the_web_extra():
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "class Block:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.split('.')[0] in ('fastapi', 'uvicorn', 'starlette'):\n"
+            "            raise ImportError('not installed')\n"
+            "sys.meta_path.insert(0, Block())\n"
+            "from diffprune.cli.main import main\n"
+            "sys.exit(main(['serve', '--task', 'x=y']))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 2 and 'pip install "diffprune[serve]"' in done.stderr

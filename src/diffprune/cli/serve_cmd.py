@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from diffprune.serve.app import ServeLimits
+from diffprune.serve.limits import ServeLimits
 
 
 def _task_arg(value: str) -> tuple[str, str]:

@@ -1,5 +1,5 @@
-"""Serving many tasks from one base model over HTTP (FastAPI + uvicorn)."""
+"""Serving many tasks from one base model over HTTP (FastAPI + uvicorn, the ``serve`` extra).
 
-from diffprune.serve.app import ServeLimits, create_app
-
-__all__ = ["ServeLimits", "create_app"]
+``diffprune.serve.app.create_app`` builds the API; ``diffprune.serve.limits.ServeLimits`` bounds
+requests. Nothing is imported here, so ``diffprune`` works without the web dependencies.
+"""

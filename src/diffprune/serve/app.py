@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import re
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -25,23 +24,10 @@ from diffprune.bank import TaskBank
 from diffprune.data.task import TaskSpec
 from diffprune.inference import describe_outputs
 from diffprune.serve.batcher import MicroBatcher
+from diffprune.serve.limits import ServeLimits
 from diffprune.task_file import TaskDiff, TaskFileError, from_bytes
 
 TASK_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-
-
-@dataclass(frozen=True)
-class ServeLimits:
-    """Bounds on what one request may ask for."""
-
-    max_body_bytes: int = 1 << 20  # a predict request
-    max_upload_bytes: int = 64 << 20  # a task file sent to POST /v1/tasks
-    max_batch: int = 64  # inputs per request
-    max_text_chars: int = 10_000  # per text, before tokenisation
-    max_seq_length: int = 128  # tokens per input, pairs truncated longest-first
-    batch_rows: int = 64  # rows per shared forward pass
-    batch_wait_ms: float = 5.0  # how long the first request of a batch waits for company
-    allow_paths: bool = True  # POST /v1/tasks may name a file on the server's disk
 
 
 class Pair(BaseModel):
