@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
 import time
 from pathlib import Path
 
 import torch
 
+from diffprune.optim import adamw, linear_decay
 from diffprune.training.data import load_task_data, make_loader
 from diffprune.training.evaluate import evaluate, load_base, sequence_limit
-from diffprune.training.recipe import make_accelerator
+from diffprune.training.recipe import make_accelerator, peak_memory_mb
 from diffprune.training.settings import TrainSettings
 from diffprune.training.stage import Stage, StageContext, run_stage
 
@@ -137,19 +137,17 @@ def main() -> None:
     per_epoch = len(ctx.loader)
     steps = max(1, round(per_epoch * args.epochs))
     steps = min(steps, args.max_steps) if args.max_steps else steps
-    optimizer = torch.optim.AdamW(trainable, lr=args.lr, weight_decay=0.0)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: max(0.0, (steps - step) / steps))
+    optimizer = adamw(trainable, lr=args.lr, weight_decay=0.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_decay(steps))
     stage = Stage(args.method, args.method, steps, select_best=True,
                   clip=lambda: torch.nn.utils.clip_grad_norm_(trainable, 1.0))
     state = run_stage(ctx, stage, acc.prepare_model(model), model, optimizer, scheduler)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     metrics = {"task": data.spec.name, "method": args.method, "metric": data.spec.metric,
                "dev": state.best_scores[data.selection_split], "dev_splits": state.best_scores,
                "best_step": state.best_step, "steps": steps, "new_params": new_params,
                "new_params_pct": 100 * new_params / base_params,
                "bytes_per_task": new_params * BYTES_PER_VALUE, "lr": args.lr,
-               "train_seconds": round(time.time() - start, 1), "peak_memory_mb": round(peak, 1),
+               "train_seconds": round(time.time() - start, 1), "peak_memory_mb": peak_memory_mb(),
                **extra}
     (args.output / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     shutil.rmtree(args.output / "checkpoint", ignore_errors=True)

@@ -44,14 +44,14 @@ def load_task_model(path: str | Path, model: str | None = None) -> TaskModel:
     task = load_task(file)
     spec = TaskSpec.from_dict(task.task)
     base = model or _recorded_base(task.base.get("name_or_path"), file)
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    net = AutoModelForSequenceClassification.from_pretrained(
-        base, num_labels=spec.num_labels, problem_type=spec.problem_type)
+    bank = TaskBank.from_pretrained(base, num_labels=spec.num_labels,
+                                    problem_type=spec.problem_type)
+    if bank.tokenizer is None:
+        raise ValueError(f"{base}: no tokenizer beside the base model")
     # The bank checks the base's fingerprint against the file's, so a wrong base is refused.
-    bank = TaskBank(net.eval(), {"name_or_path": base})
     bank.add(spec.name, task)
     bank.activate(spec.name)
-    return TaskModel(bank.model, tokenizer, spec, str(file))
+    return TaskModel(bank.model, bank.tokenizer, spec, str(file))
 
 
 def _recorded_base(recorded: str | None, file: Path) -> str:

@@ -24,14 +24,21 @@ def linear_decay(num_training_steps: int, warmup_steps: int = 0):
     return factor
 
 
+def adamw(params, **kwargs) -> torch.optim.AdamW:
+    """AdamW over parameters or groups, with the fused kernel wherever every tensor allows it.
+
+    The fused kernel is one pass per tensor (5x faster than the default on CPU here); stage 1
+    has twice the parameters of finetuning in the optimizer, so this matters.
+    """
+    params = list(params)
+    tensors = [p for g in params for p in g["params"]] if isinstance(params[0], dict) else params
+    fused = all(p.device.type in ("cpu", "cuda") and p.dtype == torch.float32 for p in tensors)
+    return torch.optim.AdamW(params, fused=fused or None, **kwargs)
+
+
 def make_optimizer(model: DiffPruneModel) -> torch.optim.AdamW:
     """AdamW over ``model.param_groups()`` (each group carries its name and learning rate)."""
-    groups = model.param_groups()
-    # The fused AdamW kernel is one pass per tensor (5x faster than the default on CPU here);
-    # stage 1 has twice the parameters of finetuning in the optimizer, so this matters.
-    fused = all(p.device.type in ("cpu", "cuda") and p.dtype == torch.float32
-                for g in groups for p in g["params"])
-    return torch.optim.AdamW(groups, eps=model.config.adam_eps, fused=fused or None)
+    return adamw(model.param_groups(), eps=model.config.adam_eps)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, num_training_steps: int,

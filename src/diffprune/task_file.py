@@ -289,23 +289,24 @@ def from_bytes(data: bytes, source: str = "<bytes>") -> TaskDiff:
     except Exception as err:  # safetensors raises its own error types
         raise _fail(source, f"corrupt safetensors payload ({err})") from err
     meta = header.get("__metadata__") or {}
+    intact = meta.get("checksum") == _checksum(tensors, meta)
+    damaged = _fail(source, "checksum mismatch: the file was changed or damaged after writing")
     # A damaged diffprune file can fail the format checks below by accident; when it carries a
     # checksum that no longer matches, say so rather than blame the format.
-    damaged = "checksum" in meta and meta["checksum"] != _checksum(tensors, meta)
     if meta.get("format") != FORMAT:
-        if damaged:
-            raise _fail(source, "checksum mismatch: the file was changed or damaged after writing")
+        if "checksum" in meta and not intact:
+            raise damaged
         raise _fail(source, f"not a diffprune task file (format={meta.get('format')!r})")
     try:
         version = int(meta.get("format_version", ""))
     except ValueError as err:
-        raise _fail(source, "checksum mismatch: the file was changed or damaged after writing"
-                    if damaged else "format_version is not a number") from err
+        raise (damaged if "checksum" in meta and not intact
+               else _fail(source, "format_version is not a number")) from err
     if version > FORMAT_VERSION:
         raise _fail(source, f"format version {version} is newer than this diffprune reads "
                             f"({FORMAT_VERSION}); upgrade diffprune")
-    if meta.get("checksum") != _checksum(tensors, meta):
-        raise _fail(source, "checksum mismatch: the file was changed or damaged after writing")
+    if not intact:
+        raise damaged
     encoding = meta.get("encoding")
     if encoding not in ENCODINGS:
         raise _fail(source, f"unknown encoding {encoding!r}")

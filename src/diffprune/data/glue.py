@@ -31,10 +31,6 @@ class GlueTask(TaskSpec):
     has_header: bool = True
     skip_short_rows: bool = False
 
-    @property
-    def spec(self) -> TaskSpec:
-        return TaskSpec(self.name, self.labels, self.metric)
-
 
 _BINARY = ("0", "1")
 _NLI2 = ("entailment", "not_entailment")
@@ -151,12 +147,12 @@ def load_from_hub(task: GlueTask) -> TaskData:
             raise ValueError(f"could not load {source} ({type(err).__name__}: {err}); offline? "
                              "pass --data-dir with the GLUE TSV layout") from err
         splits[split] = from_records(task, records, source)
-    return TaskData(task.spec, splits.pop("train"), splits)
+    return TaskData(task, splits.pop("train"), splits)
 
 
 def load_glue(task: GlueTask, data_dir: str | Path | None) -> TaskData:
     """A GLUE task from ``data_dir`` when given, else from the hub."""
     if data_dir is None:
         return load_from_hub(task)
-    return TaskData(task.spec, read_split(data_dir, task, "train"),
+    return TaskData(task, read_split(data_dir, task, "train"),
                     {s: read_split(data_dir, task, s) for s in task.dev_splits})

@@ -33,7 +33,7 @@ from diffprune.export import task_from_model
 from diffprune.inference import FULL_MODEL_DIR, TASK_INFO
 from diffprune.model import DiffPruneModel
 from diffprune.nonadaptive import nonadaptive_from_finetuned
-from diffprune.optim import build_optimizer, make_scheduler
+from diffprune.optim import adamw, build_optimizer, make_scheduler
 from diffprune.task_file import save_task
 from diffprune.training.checkpoint import (
     CHECKPOINT,
@@ -65,7 +65,8 @@ def _steps(per_epoch: int, epochs: float, max_steps: int) -> int:
     return min(steps, max_steps) if max_steps > 0 else steps
 
 
-def _peak_memory_mb() -> float:
+def peak_memory_mb() -> float:
+    """This process's peak resident memory (or CUDA memory, if larger), in MiB."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     if torch.cuda.is_available():
         peak = max(peak, torch.cuda.max_memory_allocated() / 2**20)
@@ -91,10 +92,9 @@ class _Run:
         self.progress = read_progress(self.out_dir) if settings.resume else None
         self.data = load_task_data(settings)
         self.spec = self.data.spec
-        self.tokenizer, base, self.missing = load_base(settings.model, self.spec)
-        self.base = base
+        self.tokenizer, self.base, self.missing = load_base(settings.model, self.spec)
         self.generator = torch.Generator().manual_seed(settings.seed)
-        length = sequence_limit(base, self.tokenizer, settings.max_seq_length)
+        length = sequence_limit(self.base, self.tokenizer, settings.max_seq_length)
         train = make_loader(self.tokenizer, self.data.train, settings.batch_size, length,
                             shuffle=True, generator=self.generator)
         self.dev_loaders = {s: make_loader(self.tokenizer, split, settings.eval_batch_size,
@@ -137,9 +137,8 @@ class _Run:
     def full_finetune(self, model: torch.nn.Module) -> StageState:
         """Plain finetuning of every parameter, keeping the best dev state."""
         params = [p for p in model.parameters() if p.requires_grad]
-        fused = all(p.dtype == torch.float32 and p.device.type in ("cpu", "cuda") for p in params)
-        optimizer = torch.optim.AdamW(params, lr=self.settings.full_lr, eps=self.config.adam_eps,
-                                      weight_decay=self.config.weight_decay, fused=fused or None)
+        optimizer = adamw(params, lr=self.settings.full_lr, eps=self.config.adam_eps,
+                          weight_decay=self.config.weight_decay)
         steps = self.steps(self.settings.epochs)
         norm = self.config.diff_max_grad_norm
         stage = Stage("full", "full finetuning", steps, select_best=True,
@@ -204,7 +203,7 @@ def train_task(config: DiffPruneConfig, settings: TrainSettings,
     selection = final[run.data.selection_split]
     run.metrics.update(dev=selection, dev_splits=final,
                        train_seconds=round(time.time() - start, 1),
-                       peak_memory_mb=_peak_memory_mb())
+                       peak_memory_mb=peak_memory_mb())
     if acc.is_main_process:
         (run.out_dir / "metrics.json").write_text(json.dumps(run.metrics, indent=2) + "\n")
         shutil.rmtree(run.out_dir / CHECKPOINT, ignore_errors=True)  # finished: nothing to resume
