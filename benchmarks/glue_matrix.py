@@ -1,225 +1,255 @@
 """The paper's claim, measured: method x task x seed on the bundled MiniLM and the local GLUE data.
 
-Every run is a subprocess (so peak memory is its own) writing a run folder under ``--runs``; its
-metrics are copied to ``benchmarks/results/glue/<method>/<task>-seed<k>.json``, and a run whose
-JSON exists is skipped, so the harness resumes where it stopped. Then ``summary.json`` (method ->
-task -> mean dev score in GLUE points, plus ``avg``, ``bytes_per_task``, ``new_params_pct``) and
-``BENCHMARKS.md`` are rendered from whatever JSON is there.
+Three kinds of run, each a subprocess (so its peak memory is its own) whose metrics land as one
+JSON per run under ``benchmarks/results/``; a run whose JSON exists is skipped, so every command
+resumes where it stopped:
 
-    python benchmarks/glue_matrix.py --quick                  # a smoke run: tiny subsets
-    python benchmarks/glue_matrix.py                          # the full matrix (hours)
-    python benchmarks/glue_matrix.py --methods full lora --tasks rte
-    python benchmarks/glue_matrix.py --render-only
+    python benchmarks/glue_matrix.py sweep        # learning rate per method, on one task
+    python benchmarks/glue_matrix.py matrix       # method x task x seed at the swept rates
+    python benchmarks/glue_matrix.py density      # 0.1 / 0.25 / 0.5 / 1% for the diff methods
+    python benchmarks/glue_matrix.py render       # summary.json, BENCHMARKS.md and the plots
+    python benchmarks/glue_matrix.py matrix --quick   # a smoke run on tiny subsets, kept apart
 
 Every method passes over the data 4 times at batch 16 and sequence length 128: full finetuning
 and the peers 4 epochs; diff pruning 2 epochs of L0 training and 2 of fixed-mask finetuning;
-non-adaptive 2 epochs of finetuning and 2 of fixed-mask finetuning. Learning rates: LEARNING_RATES.
+non-adaptive 2 epochs of finetuning and 2 of fixed-mask finetuning. ``--max-train-samples``
+(recorded in each JSON) bounds the training set so that the matrix fits a 2-core CPU.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
+import os
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from _report import RESULTS, run_info
+from glue_report import write_all
 
 HERE = Path(__file__).resolve().parent
 GLUE = HERE.parents[1] / "shared" / "data" / "glue"
-OUT = RESULTS / "glue"
 DIFF_METHODS = ("full", "diff-structured", "diff", "nonadaptive")
 PEER_METHODS = ("houlsby", "lora", "lora-matched", "bitfit", "last-layer")
+PRUNED = ("diff-structured", "diff", "nonadaptive")
 TASKS = ("rte", "mrpc", "stsb", "cola", "sst2")
 SEEDED_TASKS = ("rte", "mrpc", "stsb")  # three seeds; the others one
+DENSITIES = (0.001, 0.0025, 0.005, 0.01)
 
-# Learning rates per method. The diff-pruning rates are those of the README's RTE run (62.82 dev
-# at 0.5%); the others are each library's usual rates for a small BERT. The issue asks for a
-# small sweep on one task per method before the matrix: not yet run (see BENCHMARKS.md).
-LEARNING_RATES = {
+# The centre of each method's sweep. Diff pruning's are those of the README's RTE run; the others
+# are each library's usual rates for a small BERT. The sweep multiplies every rate of a method by
+# the same factor (the diff methods' head rate stays 1e-3: it is the same head for every method).
+BASE_RATES = {
     "full": {"full_lr": 5e-5},
-    "diff-structured": {"diff_lr": 1e-4, "head_lr": 1e-3, "mask_lr": 1e-3},
-    "diff": {"diff_lr": 1e-4, "head_lr": 1e-3, "mask_lr": 1e-3},
+    "diff-structured": {"diff_lr": 1e-4, "mask_lr": 1e-3},
+    "diff": {"diff_lr": 1e-4, "mask_lr": 1e-3},
     "nonadaptive": {"full_lr": 5e-5, "mask_lr": 1e-3},
-    "houlsby": {"lr": 1e-4},
+    "houlsby": {"lr": 3e-4},
     "lora": {"lr": 5e-4},
     "lora-matched": {"lr": 5e-4},
     "bitfit": {"lr": 1e-3},
     "last-layer": {"lr": 1e-4},
 }
+FIXED_RATES = {"diff-structured": {"head_lr": 1e-3}, "diff": {"head_lr": 1e-3}}
+SWEEP_FACTORS = (1 / 3, 1.0, 3.0)
+
+
+@dataclass
+class Protocol:
+    """What every run of one kind shares; recorded in each run's JSON."""
+
+    max_train_samples: int = 1000
+    max_eval_samples: int = 0
+    batch_size: int = 16
+    max_seq_length: int = 128
+    quick: bool = False
+
+    def flags(self) -> list[str]:
+        flags = ["--batch-size", str(self.batch_size), "--max-seq-length",
+                 str(self.max_seq_length), "--max-train-samples", str(self.max_train_samples),
+                 "--max-eval-samples", str(self.max_eval_samples)]
+        if self.quick:  # a smoke run: a few steps on a few examples
+            return flags + ["--max-train-samples", "64", "--max-eval-samples", "64",
+                            "--max-steps", "4"]
+        return flags
+
+
+@dataclass
+class Run:
+    method: str
+    task: str
+    seed: int
+    rates: dict[str, float]
+    out: Path  # the result JSON
+    density: float | None = None
+    extra: dict = field(default_factory=dict)  # recorded beside the metrics
 
 
 ADAPTERS_PYTHON = sys.executable  # houlsby: a Python whose environment has `adapters`
 
 
-def command(method: str, task: str, seed: int, folder: Path, quick: bool,
-            match_bytes: int) -> list[str]:
-    common = ["--task", task, "--data-dir", str(GLUE), "--output", str(folder), "--seed",
-              str(seed), "--batch-size", "16", "--max-seq-length", "128"]
-    if quick:
-        common += ["--max-train-samples", "64", "--max-eval-samples", "64", "--max-steps", "4"]
-    rates = [f"--{k.replace('_', '-')}={v}" for k, v in LEARNING_RATES[method].items()]
-    if method in DIFF_METHODS:
-        epochs = ["--epochs", "4"] if method == "full" else ["--epochs", "2", "--mask-epochs", "2"]
-        return [sys.executable, "-m", "diffprune.cli.main", "train", "--method", method,
-                *common, *epochs, *rates]
-    extra = ["--match-bytes", str(match_bytes)] if method == "lora-matched" else []
-    python = ADAPTERS_PYTHON if method == "houlsby" else sys.executable
-    return [python, str(HERE / "peers.py"), "--method", method, *common,
+def command(run: Run, folder: Path, protocol: Protocol, match_bytes: int) -> list[str]:
+    common = ["--task", run.task, "--data-dir", str(GLUE), "--output", str(folder), "--seed",
+              str(run.seed), *protocol.flags()]
+    rates = [f"--{k.replace('_', '-')}={v:.3g}"
+             for k, v in {**run.rates, **FIXED_RATES.get(run.method, {})}.items()]
+    if run.method in DIFF_METHODS:
+        epochs = (["--epochs", "4"] if run.method == "full"
+                  else ["--epochs", "2", "--mask-epochs", "2"])
+        density = ["--density", str(run.density)] if run.density else []
+        return [sys.executable, "-m", "diffprune.cli.main", "train", "--method", run.method,
+                *common, *epochs, *rates, *density]
+    extra = ["--match-bytes", str(match_bytes)] if run.method == "lora-matched" else []
+    python = ADAPTERS_PYTHON if run.method == "houlsby" else sys.executable
+    return [python, str(HERE / "peers.py"), "--method", run.method, *common,
             "--epochs", "4", *rates, *extra]
 
 
-def result_path(method: str, task: str, seed: int) -> Path:
-    return OUT / method / f"{task}-seed{seed}.json"
-
-
 def diff_bytes(task: str) -> int:
-    """Bytes of the structured 0.5% task file for ``task`` (what lora-matched must match)."""
-    for path in sorted((OUT / "diff-structured").glob(f"{task}-seed*.json")):
+    """Bytes of a structured 0.5% task file for ``task`` (what lora-matched must match)."""
+    for path in sorted((RESULTS / "glue" / "diff-structured").glob(f"{task}-seed*.json")):
         return json.loads(path.read_text())["file_bytes"]
-    return 320_000  # the README's RTE task file: 315,559 bytes
+    return 313_755  # the README's RTE task file; a 0.5% MiniLM diff varies only by its head
 
 
-def run_matrix(methods, tasks, seeds: int, runs: Path, quick: bool) -> None:
-    order = [m for m in ("diff-structured", *DIFF_METHODS, *PEER_METHODS) if m in methods]
-    for method in dict.fromkeys(order):
+def layout(folder: Path) -> list[dict]:
+    """Where a task file's diff lands: nonzeros per tensor (for Figure 2 and all-zero tensors)."""
+    from diffprune.layout import per_tensor
+    from diffprune.task_file import load_task, task_path
+
+    return per_tensor(load_task(task_path(folder)))
+
+
+def record(run: Run, folder: Path, cmd: list[str], protocol: Protocol, wall: float,
+           threads: str) -> None:
+    metrics = json.loads((folder / "metrics.json").read_text())
+    metrics.update(command=" ".join(cmd), seed=run.seed, rates=run.rates,
+                   protocol=vars(protocol), wall_seconds=round(wall, 1), threads=int(threads),
+                   **run.extra)
+    if "file_bytes" in metrics:  # a task file
+        metrics["bytes_per_task"] = metrics["file_bytes"]
+        metrics["per_tensor"] = layout(folder)
+    if run.method == "full":  # the whole finetuned model is the task
+        metrics["bytes_per_task"] = sum(
+            f.stat().st_size for f in (folder / "model").glob("*.safetensors"))
+        metrics["new_params_pct"] = 100.0
+    run.out.parent.mkdir(parents=True, exist_ok=True)
+    run.out.write_text(json.dumps(metrics, indent=2) + "\n")
+
+
+def execute(runs: list[Run], scratch: Path, protocol: Protocol, jobs: int) -> None:
+    """Run what has no JSON yet, ``jobs`` at a time, each with its share of the CPU threads."""
+    todo = [r for r in runs if not r.out.is_file()]
+    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // jobs))}
+    print(f"{len(runs) - len(todo)} of {len(runs)} runs done already", flush=True)
+
+    def one(run: Run) -> None:
+        name = run.out.relative_to(run.out.parents[2]).with_suffix("")  # glue/<method>/<run>
+        folder = scratch / name
+        if folder.exists():  # a run killed earlier: start it again from nothing
+            subprocess.run(["rm", "-rf", str(folder)], check=True)
+        cmd = command(run, folder, protocol, diff_bytes(run.task))
+        print(f"[{time.strftime('%H:%M:%S')}] start {name}", flush=True)
+        began = time.time()
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if done.returncode != 0:
+            print(f"  failed ({done.returncode}) {run.out.stem}: {done.stderr.strip()[-800:]}",
+                  flush=True)
+            return
+        record(run, folder, cmd, protocol, time.time() - began, env["OMP_NUM_THREADS"])
+        print(f"[{time.strftime('%H:%M:%S')}] done  {name}", flush=True)
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        list(pool.map(one, todo))
+
+
+def chosen_rates(sweep_dir: Path) -> dict[str, dict[str, float]]:
+    """Each method's rates from the sweep (best dev score); the base rates where none ran."""
+    chosen = {m: dict(r) for m, r in BASE_RATES.items()}
+    for method in BASE_RATES:
+        results = [json.loads(p.read_text()) for p in (sweep_dir / method).glob("*.json")]
+        if results:
+            best = max(results, key=lambda r: r["dev"][r["metric"]])
+            chosen[method] = best["rates"]
+    return chosen
+
+
+def sweep_runs(methods, task: str, out: Path) -> list[Run]:
+    runs = []
+    for method in methods:
+        for factor in SWEEP_FACTORS:
+            rates = {k: v * factor for k, v in BASE_RATES[method].items()}
+            runs.append(Run(method, task, 0, rates, out / method / f"{task}-x{factor:.2f}.json",
+                            extra={"lr_factor": factor}))
+    return runs
+
+
+def matrix_runs(methods, tasks, seeds: int, rates: dict, out: Path) -> list[Run]:
+    return [Run(m, t, s, rates[m], out / m / f"{t}-seed{s}.json")
+            for m in methods for t in tasks for s in range(seeds if t in SEEDED_TASKS else 1)]
+
+
+def density_runs(methods, tasks, rates: dict, out: Path, matrix: Path) -> list[Run]:
+    runs = []
+    for method in methods:
         for task in tasks:
-            for seed in range(seeds if task in SEEDED_TASKS else 1):
-                out = result_path(method, task, seed)
-                if out.is_file():
-                    continue
-                folder = runs / method / f"{task}-seed{seed}"
-                cmd = command(method, task, seed, folder, quick, diff_bytes(task))
-                print(f"[{time.strftime('%H:%M:%S')}] {method} {task} seed {seed}", flush=True)
-                done = subprocess.run(cmd, capture_output=True, text=True)
-                if done.returncode != 0:
-                    print(f"  failed ({done.returncode}): {done.stderr.strip()[-500:]}")
-                    continue
-                metrics = json.loads((folder / "metrics.json").read_text())
-                metrics.update(command=" ".join(cmd), seed=seed, quick=quick)
-                if "file_bytes" in metrics:  # a task file
-                    metrics["bytes_per_task"] = metrics["file_bytes"]
-                if method == "full":  # the whole finetuned model is the task
-                    metrics["bytes_per_task"] = sum(
-                        f.stat().st_size for f in (folder / "model").glob("*.safetensors"))
-                    metrics["new_params_pct"] = 100.0
-                out.parent.mkdir(parents=True, exist_ok=True)
-                out.write_text(json.dumps(metrics, indent=2) + "\n")
-
-
-def summarise() -> dict:
-    """method -> task -> mean score (GLUE points), with avg, bytes and new-parameter share."""
-    summary: dict = {}
-    for method_dir in sorted(p for p in OUT.iterdir() if p.is_dir()) if OUT.is_dir() else []:
-        runs = [json.loads(p.read_text()) for p in sorted(method_dir.glob("*.json"))]
-        if not runs:
-            continue
-        row: dict = {}
-        by_task: dict[str, list[dict]] = {}
-        for r in runs:
-            by_task.setdefault(r["task"], []).append(r)
-        for task, rs in by_task.items():
-            scores = [100 * r["dev"][r["metric"]] for r in rs]
-            row[task] = round(statistics.mean(scores), 2)
-            row[f"{task}_std"] = round(statistics.stdev(scores), 2) if len(scores) > 1 else 0.0
-            row[f"{task}_seeds"] = len(scores)
-        row["avg"] = round(statistics.mean(row[t] for t in by_task), 2)
-        row["bytes_per_task"] = round(statistics.mean(r.get("bytes_per_task", 0) for r in runs))
-        pct = [r.get("new_params_pct", 100 * r.get("density_after_projection", 1.0))
-               for r in runs]
-        row["new_params_pct"] = round(statistics.mean(pct), 3)
-        row["train_seconds"] = round(statistics.mean(r["train_seconds"] for r in runs), 1)
-        row["peak_memory_mb"] = round(max(r["peak_memory_mb"] for r in runs), 1)
-        row["quick"] = any(r.get("quick") for r in runs)
-        summary[method_dir.name] = row
-    return summary
-
-
-def render(summary: dict) -> str:
-    tasks = [t for t in TASKS if any(t in row for row in summary.values())]
-    lines = ["| method | new params | bytes/task | " + " | ".join(tasks) +
-             " | avg | train s | peak MB |", "|---" * (len(tasks) + 6) + "|"]
-    for method, row in summary.items():
-        cells = [f"{row[t]:.1f}" + (f" ± {row[t + '_std']:.1f}" if row.get(t + "_seeds", 1) > 1
-                                     else "") if t in row else "–" for t in tasks]
-        lines.append(f"| {method}{' (quick)' if row['quick'] else ''} | "
-                     f"{row['new_params_pct']:.3g}% | {row['bytes_per_task']:,} | "
-                     + " | ".join(cells) + f" | {row['avg']:.1f} | {row['train_seconds']:.0f} | "
-                     f"{row['peak_memory_mb']:.0f} |")
-    return "\n".join(lines)
-
-
-PAPER = """| method (BERT-large, GLUE test) | new params | SST-2 | CoLA | MRPC | STS-B | RTE |
-|---|---|---|---|---|---|---|
-| full finetuning | 100% | 94.1 | 59.6 | 88.9 | 86.6 | 71.2 |
-| Adapters (Houlsby) | 3.6% | 94.0 | 59.5 | 89.5 | 86.9 | 71.5 |
-| last layer only | 3.8% | 91.6 | 40.2 | 80.1 | 67.3 | 58.6 |
-| non-adaptive diff pruning | 0.5% | 93.6 | 51.2 | 81.5 | 78.2 | 61.5 |
-| diff pruning | 0.5% | 93.8 | 60.5 | 87.0 | 83.5 | 68.1 |
-| diff pruning, structured | 0.5% | 94.1 | 61.1 | 89.7 | 86.0 | 70.6 |"""
-
-
-def write_report(table: str, info: dict) -> Path:
-    """BENCHMARKS.md at the repository root: our table, the settings, the paper's table."""
-    rates = "\n".join(f"| {m} | {', '.join(f'{k} {v:g}' for k, v in r.items())} |"
-                       for m, r in LEARNING_RATES.items())
-    text = f"""# Benchmarks: diff pruning beside full finetuning and its peers
-
-Rendered by `{info['command']}` on {info['date']}; machine: {info['machine']}.
-Dev scores in GLUE points (MCC CoLA, F1 MRPC, Spearman STS-B, accuracy otherwise), mean ± std
-over seeds where there are several; bundled MiniLM, local GLUE data, batch 16, sequence length
-128, every method 4 passes over the data (see `benchmarks/glue_matrix.py`).
-
-{table}
-
-Learning rates:
-
-| method | learning rates |
-|---|---|
-{rates}
-
-The paper's Table 1 (BERT-large, test server), for reference:
-
-{PAPER}
-"""
-    path = HERE.parent / "BENCHMARKS.md"
-    path.write_text(text)
-    return path
+            for density in DENSITIES:
+                name = f"{task}-d{density:g}-seed0.json"
+                if density == 0.005 and (matrix / method / f"{task}-seed0.json").is_file():
+                    continue  # the matrix's own run is this point
+                runs.append(Run(method, task, 0, rates[method], out / method / name,
+                                density=density, extra={"density": density}))
+    return runs
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--methods", nargs="+", default=[*DIFF_METHODS, *PEER_METHODS])
-    parser.add_argument("--tasks", nargs="+", default=list(TASKS))
+    parser.add_argument("kind", choices=("sweep", "matrix", "density", "render"))
+    parser.add_argument("--methods", nargs="+", default=None)
+    parser.add_argument("--tasks", nargs="+", default=None)
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--runs", type=Path, default=Path("runs/glue-matrix"))
+    parser.add_argument("--sweep-task", default="stsb")
+    parser.add_argument("--max-train-samples", type=int, default=1000,
+                        help="training examples per task (0: all); the sweep uses half")
+    parser.add_argument("--jobs", type=int, default=2, help="runs at a time")
+    parser.add_argument("--scratch", type=Path, default=Path("runs/glue-matrix"))
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--render-only", action="store_true")
     parser.add_argument("--adapters-python", default=sys.executable,
                         help="houlsby runs under this interpreter: AdapterHub's `adapters` pins "
                              "an older Transformers, so give it its own venv (see peers.py)")
     args = parser.parse_args()
-    global OUT, ADAPTERS_PYTHON
+    global ADAPTERS_PYTHON
     ADAPTERS_PYTHON = args.adapters_python
+    results = RESULTS
     if args.quick:  # a smoke run never mixes with the committed results
-        OUT = Path(tempfile.mkdtemp(prefix="glue-matrix-quick-"))
-        args.runs = OUT / "runs"
+        results = Path(tempfile.mkdtemp(prefix="glue-matrix-quick-"))
+        args.scratch = results / "runs"
+    sweep, matrix, density = (results / "glue-sweep", results / "glue",
+                              results / "glue-density")
+    methods = args.methods or [*DIFF_METHODS, *PEER_METHODS]
+    protocol = Protocol(max_train_samples=args.max_train_samples, quick=args.quick)
     started = time.time()
-    if not args.render_only:
-        run_matrix(args.methods, args.tasks, args.seeds, args.runs, args.quick)
-    summary = summarise()
-    table = render(summary)
-    if not args.quick:
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        info = {**run_info(), "seconds": round(time.time() - started, 1)}
-        (OUT / "last_run.json").write_text(json.dumps(info, indent=2) + "\n")
-        write_report(table, info)
-    print(table)
+    if args.kind == "sweep":
+        protocol.max_train_samples = args.max_train_samples // 2
+        protocol.max_eval_samples = 500
+        runs = sweep_runs(methods, args.sweep_task, sweep)
+    elif args.kind == "matrix":
+        runs = matrix_runs(methods, args.tasks or TASKS, args.seeds, chosen_rates(sweep), matrix)
+    elif args.kind == "density":
+        runs = density_runs([m for m in methods if m in PRUNED], args.tasks or ("stsb",),
+                            chosen_rates(sweep), density, matrix)
+    else:
+        runs = []
+    execute(runs, args.scratch, protocol, args.jobs)
+    info = {**run_info(), "seconds": round(time.time() - started, 1)}
+    if runs and not args.quick:
+        (results / f"glue_{args.kind}_last_run.json").write_text(json.dumps(info, indent=2) + "\n")
+    print(write_all(results, chosen_rates(sweep), write_markdown=not args.quick))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from diffprune.layout import per_tensor
 from diffprune.task_file import TaskDiff
@@ -16,20 +17,26 @@ def _layer_key(layer: str) -> tuple[int, int | str]:
 
 def plot_layout(tasks: list[tuple[str, TaskDiff]], output: str | Path) -> Path:
     """Heatmaps of the percentage of nonzero diff entries per (layer, tensor kind)."""
+    return plot_layout_rows([(title, per_tensor(task)) for title, task in tasks], output)
+
+
+def plot_layout_rows(panels: list[tuple[str, list[dict[str, Any]]]],
+                     output: str | Path) -> Path:
+    """``plot_layout`` from ``layout.per_tensor`` rows (as kept in a benchmark's JSON)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    tables = [per_tensor(task) for _, task in tasks]
+    tables = [rows for _, rows in panels]
     layers = sorted({r["layer"] for t in tables for r in t}, key=_layer_key)
     kinds = sorted({r["kind"] for t in tables for r in t})
-    fig, axes = plt.subplots(1, len(tasks), figsize=(1.2 + 0.32 * len(kinds) * len(tasks),
+    fig, axes = plt.subplots(1, len(panels), figsize=(1.2 + 0.32 * len(kinds) * len(panels),
                                                      1.5 + 0.32 * len(layers)), squeeze=False)
     vmax = max((100 * r["density"] for t in tables for r in t), default=1.0) or 1.0
     image = None
-    for ax, (title, _), rows in zip(axes[0], tasks, tables):
+    for ax, (title, _), rows in zip(axes[0], panels, tables):
         grid = np.full((len(layers), len(kinds)), np.nan)
         for r in rows:
             grid[layers.index(r["layer"]), kinds.index(r["kind"])] = 100 * r["density"]
