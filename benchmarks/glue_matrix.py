@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -152,7 +153,7 @@ def execute(runs: list[Run], scratch: Path, protocol: Protocol, jobs: int) -> No
         name = run.out.relative_to(run.out.parents[2]).with_suffix("")  # glue/<method>/<run>
         folder = scratch / name
         if folder.exists():  # a run killed earlier: start it again from nothing
-            subprocess.run(["rm", "-rf", str(folder)], check=True)
+            shutil.rmtree(folder)
         cmd = command(run, folder, protocol, diff_bytes(run.task))
         print(f"[{time.strftime('%H:%M:%S')}] start {name}", flush=True)
         began = time.time()
@@ -180,9 +181,22 @@ def chosen_rates(sweep_dir: Path) -> dict[str, dict[str, float]]:
 
 
 def sweep_runs(methods, task: str, out: Path) -> list[Run]:
+    """Each method at SWEEP_FACTORS; where the best so far sits at an edge, one step beyond it.
+
+    Run the sweep again after it ends: a best rate at the edge of the grid is not an optimum, so
+    every method gets the same rule (another factor of 3 outwards) until its best is inside."""
     runs = []
     for method in methods:
-        for factor in SWEEP_FACTORS:
+        factors = set(SWEEP_FACTORS)
+        done = [json.loads(p.read_text()) for p in (out / method).glob("*.json")]
+        if done:
+            factors |= {r["lr_factor"] for r in done}
+            best = max(done, key=lambda r: r["dev"][r["metric"]])["lr_factor"]
+            if best == max(factors):
+                factors.add(best * 3)
+            elif best == min(factors):
+                factors.add(best / 3)
+        for factor in sorted(factors):
             rates = {k: v * factor for k, v in BASE_RATES[method].items()}
             runs.append(Run(method, task, 0, rates, out / method / f"{task}-x{factor:.2f}.json",
                             extra={"lr_factor": factor}))

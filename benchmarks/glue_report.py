@@ -298,8 +298,9 @@ a 2-core CPU, each task trains on the first `max_train_samples` examples of its 
 {table}
 
 A bracketed average covers only the tasks that method has run. Bytes per task: the task file
-for the diff methods (compact positions + bf16 values + head), fp32 safetensors of the trainable
-parameters for the peers (as PEFT and AdapterHub save them), the whole model for full finetuning.
+for the diff methods (varint position gaps and float16 values under LZMA, plus the dense head);
+fp32 safetensors of the trainable parameters for the peers (as PEFT and AdapterHub save them);
+the whole model for full finetuning.
 
 ## The goals
 
