@@ -73,6 +73,12 @@ def summarise(matrix: dict[str, list[dict]]) -> dict:
         row["train_seconds"] = round(statistics.mean(r["train_seconds"] for r in runs), 1)
         row["peak_memory_mb"] = round(max(r["peak_memory_mb"] for r in runs), 1)
         row["runs"] = len(runs)
+        ranks = {r["lora_rank"] for r in runs if "lora_rank" in r}
+        if ranks:
+            row["lora_rank"] = sorted(ranks)
+        if any("reused_from" in r for r in runs):
+            row["reused_from"] = sorted({r["reused_from"].split("/")[1] for r in runs
+                                         if "reused_from" in r})
         summary[method] = row
     return summary
 
@@ -91,7 +97,11 @@ def table_one(summary: dict) -> str:
     lines = [head, "|---" * (len(tasks) + 6) + "|"]
     for method, row in summary.items():
         avg = f"{row['avg']:.1f}" if row["tasks"] == tasks else f"({row['avg']:.1f})"
-        lines.append(f"| {method} | {row['new_params_pct']:.3g}% | {row['bytes_per_task']:,} | "
+        name = method + (f" (rank {', '.join(map(str, row['lora_rank']))})"
+                         if "lora_rank" in row else "")
+        if "reused_from" in row:
+            name += f" = {', '.join(row['reused_from'])}'s runs"
+        lines.append(f"| {name} | {row['new_params_pct']:.3g}% | {row['bytes_per_task']:,} | "
                      + " | ".join(_cell(row, t) for t in tasks)
                      + f" | {avg} | {row['train_seconds']:.0f} | {row['peak_memory_mb']:.0f} |")
     return "\n".join(lines)

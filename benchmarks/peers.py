@@ -52,9 +52,24 @@ def lora_rank_for_bytes(model: torch.nn.Module, target_bytes: int, head_bytes: i
     return max(1, (target_bytes - head_bytes) // (per_rank * BYTES_PER_VALUE))
 
 
+LORA_RANK = 8
+
+
+def _is_head(name: str, head: list[str]) -> bool:
+    return any(name.endswith(h) or h in name for h in head)
+
+
+def lora_rank(method: str, model: torch.nn.Module, head: list[str], match_bytes: int) -> int:
+    """``lora``: rank 8; ``lora-matched``: the rank whose adapter + head fits ``match_bytes``."""
+    if method == "lora":
+        return LORA_RANK
+    head_bytes = sum(p.numel() for n, p in model.named_parameters() if _is_head(n, head)) * 4
+    return lora_rank_for_bytes(model, match_bytes, head_bytes)
+
+
 def prepare(method: str, model: torch.nn.Module, head: list[str], match_bytes: int):
     """The model with only the method's parameters trainable (PEFT / adapters wrap it)."""
-    is_head = lambda n: any(n.endswith(h) or h in n for h in head)  # noqa: E731
+    is_head = lambda n: _is_head(n, head)  # noqa: E731
     if method == "bitfit":
         _freeze_all_but(model, lambda n: n.endswith(".bias") or is_head(n))
         return model, {}
@@ -66,8 +81,7 @@ def prepare(method: str, model: torch.nn.Module, head: list[str], match_bytes: i
         from peft import LoraConfig, TaskType, get_peft_model
 
         head_modules = sorted({h.rsplit(".", 1)[0] for h in head})
-        head_bytes = sum(p.numel() for n, p in model.named_parameters() if is_head(n)) * 4
-        rank = 8 if method == "lora" else lora_rank_for_bytes(model, match_bytes, head_bytes)
+        rank = lora_rank(method, model, head, match_bytes)
         config = LoraConfig(task_type=TaskType.SEQ_CLS, r=rank, lora_alpha=2 * rank,
                             lora_dropout=0.1, target_modules=["query", "value"],
                             modules_to_save=head_modules)
