@@ -13,7 +13,9 @@ resumes where it stopped:
 Every method passes over the data 4 times at batch 16 and sequence length 128: full finetuning
 and the peers 4 epochs; diff pruning 2 epochs of L0 training and 2 of fixed-mask finetuning;
 non-adaptive 2 epochs of finetuning and 2 of fixed-mask finetuning. ``--max-train-samples``
-(recorded in each JSON) bounds the training set so that the matrix fits a 2-core CPU.
+(recorded in each JSON) bounds the training set so that the matrix fits a 2-core CPU. The written
+analysis that BENCHMARKS.md shows beside the numbers lives in ``results/glue_notes.md``;
+``glue_l0_diagnostic.sh`` runs the L0 stage with faster gates for the report's Table 3.
 """
 
 from __future__ import annotations
