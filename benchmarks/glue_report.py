@@ -284,7 +284,8 @@ def write_all(results: Path, rates: dict, write_markdown: bool = True) -> str:
     density_png = plot_density(points, summary.get("full", {}), figures / "glue_density.png")
     layout_md = where_it_lands(matrix, figures / "glue_layout_structured.png")
     runs = [r for rs in (*matrix.values(), *sweep.values(),
-                         *load_runs(results / "glue-density").values()) for r in rs]
+                         *load_runs(results / "glue-density").values()) for r in rs
+            if "reused_from" not in r]
     cpu_hours = sum(r.get("wall_seconds", r["train_seconds"]) for r in runs) / 3600
     protocols = {json.dumps(r["protocol"], sort_keys=True) for rs in matrix.values() for r in rs}
     notes = results / "glue_notes.md"  # the written analysis, kept beside the numbers
