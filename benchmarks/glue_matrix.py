@@ -76,10 +76,7 @@ class Protocol:
         flags = ["--batch-size", str(self.batch_size), "--max-seq-length",
                  str(self.max_seq_length), "--max-train-samples", str(self.max_train_samples),
                  "--max-eval-samples", str(self.max_eval_samples)]
-        if self.quick:  # a smoke run: a few steps on a few examples
-            return flags + ["--max-train-samples", "64", "--max-eval-samples", "64",
-                            "--max-steps", "4"]
-        return flags
+        return flags + (["--max-steps", "4"] if self.quick else [])
 
 
 @dataclass
@@ -117,7 +114,7 @@ def diff_bytes(task: str) -> int:
     """Bytes of a structured 0.5% task file for ``task`` (what lora-matched must match)."""
     for path in sorted((RESULTS / "glue" / "diff-structured").glob(f"{task}-seed*.json")):
         return json.loads(path.read_text())["file_bytes"]
-    return 313_755  # the README's RTE task file; a 0.5% MiniLM diff varies only by its head
+    return 313_755  # the README's RTE task file; 0.5% MiniLM task files take 310-320 kB
 
 
 def layout(folder: Path) -> list[dict]:
@@ -163,10 +160,11 @@ def reuse_lora(run: Run) -> bool:
     from diffprune.training.evaluate import load_base
 
     _, model, head = load_base(None, get_task(run.task))
-    if lora_rank("lora-matched", model, head, diff_bytes(run.task)) != LORA_RANK:
+    match_bytes = diff_bytes(run.task)
+    if lora_rank("lora-matched", model, head, match_bytes) != LORA_RANK:
         return False
     lora.update(method="lora-matched", reused_from=str(twin.relative_to(run.out.parents[2])),
-                match_bytes=diff_bytes(run.task))
+                match_bytes=match_bytes)
     run.out.parent.mkdir(parents=True, exist_ok=True)
     run.out.write_text(json.dumps(lora, indent=2) + "\n")
     return True
@@ -277,10 +275,13 @@ def main() -> None:
                               results / "glue-density")
     methods = args.methods or [*DIFF_METHODS, *PEER_METHODS]
     protocol = Protocol(max_train_samples=args.max_train_samples, quick=args.quick)
-    started = time.time()
-    if args.kind == "sweep":
+    if args.quick:  # a smoke run: a few steps on a few examples
+        protocol.max_train_samples = protocol.max_eval_samples = 64
+    elif args.kind == "sweep":  # half the training set, a third of STS-B's dev set
         protocol.max_train_samples = args.max_train_samples // 2
         protocol.max_eval_samples = 500
+    started = time.time()
+    if args.kind == "sweep":
         runs = sweep_runs(methods, args.sweep_task, sweep)
     elif args.kind == "matrix":
         runs = matrix_runs(methods, args.tasks or TASKS, args.seeds, chosen_rates(sweep), matrix)

@@ -29,7 +29,6 @@ PAPER = {
     "diff-structured": {"sst2": 94.1, "cola": 61.1, "mrpc": 89.7, "stsb": 86.0, "rte": 70.6,
                         "pct": "0.5%"},
 }
-PAPER_DENSITY = {0.001: 82.5, 0.0025: 84.5, 0.005: 84.8, 0.01: 85.1}  # structured, dev, 9 tasks
 
 
 def load_runs(folder: Path) -> dict[str, list[dict]]:
@@ -180,16 +179,16 @@ def where_it_lands(matrix: dict[str, list[dict]], output: Path) -> str:
 
     panels = [(TASK_TITLES[r["task"]], r["per_tensor"])
               for r in sorted(matrix.get("diff-structured", []), key=lambda r: r["task"])
-              if r["seed"] == 0 and isinstance(r.get("per_tensor"), list)]
+              if r["seed"] == 0 and "per_tensor" in r]
     if panels:
         plot_layout_rows(panels, output)
     lines = ["| method | task | density before projection | all-zero tensors |",
              "|---|---|---|---|"]
     for method in PRUNED:
         for r in sorted(matrix.get(method, []), key=lambda r: (r["task"], r["seed"])):
-            rows = r.get("per_tensor")
-            if not isinstance(rows, list) or r["seed"] != 0:
+            if "per_tensor" not in r or r["seed"] != 0:
                 continue
+            rows = r["per_tensor"]
             zero = sum(row["nonzeros"] == 0 for row in rows)
             before = r.get("density_before_projection")
             shown = f"{100 * before:.2f}%" if before is not None else "–"
@@ -278,13 +277,14 @@ def write_all(results: Path, rates: dict, write_markdown: bool = True) -> str:
     if not write_markdown:
         return table
     sweep = load_runs(results / "glue-sweep")
-    points = density_points(load_runs(results / "glue-density"), matrix)
+    density = load_runs(results / "glue-density")
+    points = density_points(density, matrix)
     figures = results / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     density_png = plot_density(points, summary.get("full", {}), figures / "glue_density.png")
     layout_md = where_it_lands(matrix, figures / "glue_layout_structured.png")
     runs = [r for rs in (*matrix.values(), *sweep.values(),
-                         *load_runs(results / "glue-density").values()) for r in rs
+                         *density.values()) for r in rs
             if "reused_from" not in r]
     cpu_hours = sum(r.get("wall_seconds", r["train_seconds"]) for r in runs) / 3600
     protocols = {json.dumps(r["protocol"], sort_keys=True) for rs in matrix.values() for r in rs}
