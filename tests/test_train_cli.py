@@ -13,6 +13,7 @@ from diffprune.cli.main import main
 from diffprune.model import DiffPruneModel
 from diffprune.task_file import load_task
 from diffprune.training import stage as stage_module
+from diffprune.training.recipe import open_gates_warning
 
 pytestmark = pytest.mark.skipif(not (GLUE_DIR / "RTE").is_dir(), reason="needs the GLUE data")
 
@@ -52,12 +53,22 @@ def test_methods_write_task_file_metrics_and_log(tmp_path, tiny_base_dir, method
     assert all(s in log for s in [*stages, "fixed-mask", "task file:"])
     if method != "nonadaptive":
         assert 0 < metrics["density_before_projection"] <= 1
+        # 12 L0 steps leave the gates almost as open as they started: the run says so.
+        assert metrics["density_before_projection"] > 0.5
+        assert "still expected nonzero" in log and metrics["warnings"]
     else:
         assert "dev_after_finetuning" in metrics
     assert not (out / "checkpoint").exists()  # a finished run keeps no training state
     saved = json.loads((out / "config.json").read_text())
     assert saved["train"]["method"] == method and saved["diffprune"]["density"] == 0.05
     assert "task file:" in capsys.readouterr().out
+
+
+def test_open_gates_warning_only_past_ten_times_the_budget():
+    assert open_gates_warning(0.033, 0.005, 300) is None  # the paper's widest end point
+    assert open_gates_warning(0.05, 0.005, 300) is None
+    warning = open_gates_warning(0.96, 0.005, 126)
+    assert "126 L0 steps" in warning and "96.0%" in warning and "192x" in warning
 
 
 def test_full_finetuning_then_eval_and_predict(tmp_path, tiny_base_dir, capsys):
