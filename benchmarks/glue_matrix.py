@@ -178,6 +178,9 @@ def execute(runs: list[Run], scratch: Path, protocol: Protocol, jobs: int) -> No
 
     def one(run: Run) -> None:
         name = run.out.relative_to(run.out.parents[2]).with_suffix("")  # glue/<method>/<run>
+        if reuse_lora(run):  # lora's twin finished while this run waited its turn
+            print(f"[{time.strftime('%H:%M:%S')}] reused lora's run for {name}", flush=True)
+            return
         folder = scratch / name
         if folder.exists():  # a run killed earlier: start it again from nothing
             shutil.rmtree(folder)
@@ -294,7 +297,7 @@ def main() -> None:
     info = {**run_info(), "seconds": round(time.time() - started, 1)}
     if runs and not args.quick:
         (results / f"glue_{args.kind}_last_run.json").write_text(json.dumps(info, indent=2) + "\n")
-    print(write_all(results, chosen_rates(sweep), write_markdown=not args.quick))
+    print(write_all(results, chosen_rates(sweep), GLUE, write_markdown=not args.quick))
 
 
 if __name__ == "__main__":

@@ -75,11 +75,34 @@ def summarise(matrix: dict[str, list[dict]]) -> dict:
         ranks = {r["lora_rank"] for r in runs if "lora_rank" in r}
         if ranks:
             row["lora_rank"] = sorted(ranks)
-        if any("reused_from" in r for r in runs):
-            row["reused_from"] = sorted({r["reused_from"].split("/")[1] for r in runs
-                                         if "reused_from" in r})
+        reused = [r["reused_from"].split("/")[1] for r in runs if "reused_from" in r]
+        if reused:
+            row["reused_from"] = sorted(set(reused))
+            row["reused_runs"] = len(reused)
         summary[method] = row
     return summary
+
+
+def majority_class(data_dir: Path, train_examples: int) -> dict[str, float]:
+    """Task -> dev score of one constant answer: the most common label of the training subset
+    (its mean score for STS-B, whose Spearman is then 0). The floor a method must clear to have
+    learned anything; on MRPC it is already 81 F1, on RTE 53 accuracy."""
+    import numpy as np
+
+    from diffprune.data.glue import get_task, read_split
+    from diffprune.data.metrics import glue_metrics
+
+    floor = {}
+    for name in TASKS:
+        task = get_task(name)
+        if not (data_dir / task.folder).is_dir():
+            continue
+        train = read_split(data_dir, task, "train").labels[:train_examples or None]
+        gold = np.asarray(read_split(data_dir, task, "dev").labels)
+        constant = statistics.mode(train) if task.labels else statistics.mean(train)
+        floor[name] = 100 * glue_metrics(task.metric, np.full(len(gold), constant),
+                                         gold)[task.metric]
+    return floor
 
 
 def _cell(row: dict, task: str) -> str:
@@ -89,7 +112,7 @@ def _cell(row: dict, task: str) -> str:
     return f"{row[task]:.1f}{spread}"
 
 
-def table_one(summary: dict) -> str:
+def table_one(summary: dict, floor: dict[str, float] | None = None) -> str:
     tasks = [t for t in TASKS if any(t in row for row in summary.values())]
     head = ("| method | new params | bytes/task | " + " | ".join(TASK_TITLES[t] for t in tasks)
             + " | avg | train s/run | peak MB |")
@@ -99,10 +122,16 @@ def table_one(summary: dict) -> str:
         name = method + (f" (rank {', '.join(map(str, row['lora_rank']))})"
                          if "lora_rank" in row else "")
         if "reused_from" in row:
-            name += f" = {', '.join(row['reused_from'])}'s runs"
+            copied = ("all" if row["reused_runs"] == row["runs"]
+                      else f"{row['reused_runs']} of {row['runs']}")
+            name += f", {copied} runs copied from {', '.join(row['reused_from'])}"
         lines.append(f"| {name} | {row['new_params_pct']:.3g}% | {row['bytes_per_task']:,} | "
                      + " | ".join(_cell(row, t) for t in tasks)
                      + f" | {avg} | {row['train_seconds']:.0f} | {row['peak_memory_mb']:.0f} |")
+    if floor and all(t in floor for t in tasks):
+        lines.append("| *majority class (no training)* | 0% | – | "
+                     + " | ".join(f"*{floor[t]:.1f}*" for t in tasks)
+                     + f" | *{statistics.mean(floor[t] for t in tasks):.1f}* | – | – |")
     return "\n".join(lines)
 
 
@@ -268,12 +297,15 @@ def verdicts(summary: dict, points: dict) -> str:
     return "\n".join(out) or "- Nothing has run yet."
 
 
-def write_all(results: Path, rates: dict, write_markdown: bool = True) -> str:
+def write_all(results: Path, rates: dict, data_dir: Path, write_markdown: bool = True) -> str:
     """summary.json always; BENCHMARKS.md and its figures when ``write_markdown``."""
     matrix = load_runs(results / "glue")
     summary = summarise(matrix)
     (results / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    table = table_one(summary)
+    train_examples = {r["protocol"]["max_train_samples"] for rs in matrix.values() for r in rs}
+    floor = (majority_class(data_dir, train_examples.pop()) if len(train_examples) == 1
+             else None)
+    table = table_one(summary, floor)
     if not write_markdown:
         return table
     sweep = load_runs(results / "glue-sweep")
@@ -323,7 +355,9 @@ a 2-core CPU, each task trains on the first `max_train_samples` examples of its 
 
 {table}
 
-A bracketed average covers only the tasks that method has run. Bytes per task: the task file
+A bracketed average covers only the tasks that method has run. The majority-class row answers
+every dev example with the most common label of the same training subset: a method near it has
+learned little. Bytes per task: the task file
 for the diff methods (varint position gaps and float16 values under LZMA, plus the dense head);
 fp32 safetensors of the trainable parameters for the peers (as PEFT and AdapterHub save them);
 the whole model for full finetuning.
