@@ -86,7 +86,7 @@ def summarise(matrix: dict[str, list[dict]]) -> dict:
 def majority_class(data_dir: Path, train_examples: int) -> dict[str, float]:
     """Task -> dev score of one constant answer: the most common label of the training subset
     (its mean score for STS-B, whose Spearman is then 0). The floor a method must clear to have
-    learned anything; on MRPC it is already 81 F1, on RTE 53 accuracy."""
+    learned anything; on MRPC it is already 81 F1."""
     import numpy as np
 
     from diffprune.data.glue import get_task, read_split
@@ -357,10 +357,9 @@ a 2-core CPU, each task trains on the first `max_train_samples` examples of its 
 
 A bracketed average covers only the tasks that method has run. The majority-class row answers
 every dev example with the most common label of the same training subset: a method near it has
-learned little. Bytes per task: the task file
-for the diff methods (varint position gaps and float16 values under LZMA, plus the dense head);
-fp32 safetensors of the trainable parameters for the peers (as PEFT and AdapterHub save them);
-the whole model for full finetuning.
+learned little. Bytes per task: the task file for the diff methods (varint position gaps and
+float16 values under LZMA, plus the dense head); fp32 safetensors of the trainable parameters
+for the peers (as PEFT and AdapterHub save them); the whole model for full finetuning.
 
 ## The goals
 
