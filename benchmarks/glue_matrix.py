@@ -172,13 +172,13 @@ def reuse_lora(run: Run) -> bool:
 
 def execute(runs: list[Run], scratch: Path, protocol: Protocol, jobs: int) -> None:
     """Run what has no JSON yet, ``jobs`` at a time, each with its share of the CPU threads."""
-    todo = [r for r in runs if not r.out.is_file() and not reuse_lora(r)]
+    todo = [r for r in runs if not r.out.is_file()]
     env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // jobs))}
     print(f"{len(runs) - len(todo)} of {len(runs)} runs done already", flush=True)
 
     def one(run: Run) -> None:
         name = run.out.relative_to(run.out.parents[2]).with_suffix("")  # glue/<method>/<run>
-        if reuse_lora(run):  # lora's twin finished while this run waited its turn
+        if reuse_lora(run):  # checked at its turn: lora's twin may finish while this waits
             print(f"[{time.strftime('%H:%M:%S')}] reused lora's run for {name}", flush=True)
             return
         folder = scratch / name
