@@ -7,13 +7,16 @@ resumes where it stopped:
     python benchmarks/glue_matrix.py sweep        # learning rate per method, on one task
     python benchmarks/glue_matrix.py matrix       # method x task x seed at the swept rates
     python benchmarks/glue_matrix.py density      # 0.1 / 0.25 / 0.5 / 1% for the diff methods
+    python benchmarks/glue_matrix.py fulldata --jobs 6 --deadline-minutes 60   # on a GPU
     python benchmarks/glue_matrix.py render       # summary.json, BENCHMARKS.md and the plots
     python benchmarks/glue_matrix.py matrix --quick   # a smoke run on tiny subsets, kept apart
 
 Every method passes over the data 4 times at batch 16 and sequence length 128: full finetuning
 and the peers 4 epochs; diff pruning 2 epochs of L0 training and 2 of fixed-mask finetuning;
 non-adaptive 2 epochs of finetuning and 2 of fixed-mask finetuning. ``--max-train-samples``
-(recorded in each JSON) bounds the training set so that the matrix fits a 2-core CPU. The written
+(recorded in each JSON) bounds the training set so that the matrix fits a 2-core CPU;
+``fulldata`` is the same matrix on whole training sets, for a machine with a GPU, most telling
+runs first, so that a deadline cuts off the least. The written
 analysis that BENCHMARKS.md shows beside the numbers lives in ``results/glue_notes.md``;
 ``glue_l0_diagnostic.sh`` runs the L0 stage with faster gates for the report's Table 3.
 """
@@ -126,11 +129,11 @@ def layout(folder: Path) -> list[dict]:
 
 
 def record(run: Run, folder: Path, cmd: list[str], protocol: Protocol, wall: float,
-           threads: str) -> None:
+           threads: str, device: str) -> None:
     metrics = json.loads((folder / "metrics.json").read_text())
     metrics.update(command=" ".join(cmd), seed=run.seed, rates=run.rates,
                    protocol=vars(protocol), wall_seconds=round(wall, 1), threads=int(threads),
-                   **run.extra)
+                   device=device, **run.extra)
     if "file_bytes" in metrics:  # a task file
         metrics["bytes_per_task"] = metrics["file_bytes"]
         metrics["per_tensor"] = layout(folder)
@@ -170,11 +173,24 @@ def reuse_lora(run: Run) -> bool:
     return True
 
 
-def execute(runs: list[Run], scratch: Path, protocol: Protocol, jobs: int) -> None:
-    """Run what has no JSON yet, ``jobs`` at a time, each with its share of the CPU threads."""
+def device_name() -> str:
+    """What the runs train on (Accelerate picks the GPU where there is one)."""
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+
+
+def execute(runs: list[Run], scratch: Path, protocol: Protocol, jobs: int,
+            deadline: float | None = None) -> None:
+    """Run what has no JSON yet, ``jobs`` at a time, each with its share of the CPU threads.
+
+    After ``deadline`` (a ``time.time()``) no run starts, and runs still going are stopped;
+    they leave no JSON, so the next invocation runs them again from the start."""
     todo = [r for r in runs if not r.out.is_file()]
     env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // jobs))}
-    print(f"{len(runs) - len(todo)} of {len(runs)} runs done already", flush=True)
+    device = device_name()
+    print(f"{len(runs) - len(todo)} of {len(runs)} runs done already; training on {device}",
+          flush=True)
 
     def one(run: Run) -> None:
         name = run.out.relative_to(run.out.parents[2]).with_suffix("")  # glue/<method>/<run>
@@ -184,15 +200,22 @@ def execute(runs: list[Run], scratch: Path, protocol: Protocol, jobs: int) -> No
         folder = scratch / name
         if folder.exists():  # a run killed earlier: start it again from nothing
             shutil.rmtree(folder)
+        if deadline is not None and time.time() >= deadline:
+            return
         cmd = command(run, folder, protocol, diff_bytes(run.task))
         print(f"[{time.strftime('%H:%M:%S')}] start {name}", flush=True)
         began = time.time()
-        done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, env=env,
+                                  timeout=None if deadline is None else deadline - began)
+        except subprocess.TimeoutExpired:
+            print(f"  stopped at the deadline: {name}", flush=True)
+            return
         if done.returncode != 0:
             print(f"  failed ({done.returncode}) {run.out.stem}: {done.stderr.strip()[-800:]}",
                   flush=True)
             return
-        record(run, folder, cmd, protocol, time.time() - began, env["OMP_NUM_THREADS"])
+        record(run, folder, cmd, protocol, time.time() - began, env["OMP_NUM_THREADS"], device)
         print(f"[{time.strftime('%H:%M:%S')}] done  {name}", flush=True)
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
@@ -238,6 +261,15 @@ def matrix_runs(methods, tasks, seeds: int, rates: dict, out: Path) -> list[Run]
             for m in methods for t in tasks for s in range(seeds if t in SEEDED_TASKS else 1)]
 
 
+def by_priority(runs: list[Run]) -> list[Run]:
+    """Whole-data runs in the order that answers the most if a deadline cuts them short: seed 0
+    before other seeds, SST-2 (67k examples, 20 times the others) last, and within each the
+    claim's own pair (full, structured) first, then the other pruned methods, then the peers."""
+    group = {"full": 0, "diff-structured": 0, "diff": 1, "nonadaptive": 1}
+    return sorted(runs, key=lambda r: (r.task == "sst2", r.seed > 0, r.seed,
+                                       group.get(r.method, 2), TASKS.index(r.task)))
+
+
 def density_runs(methods, tasks, rates: dict, out: Path, matrix: Path) -> list[Run]:
     """The outer budgets first (0.1%, 1%, then 0.25%), so a cut-short sweep still spans them."""
     runs = []
@@ -254,7 +286,7 @@ def density_runs(methods, tasks, rates: dict, out: Path, matrix: Path) -> list[R
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("kind", choices=("sweep", "matrix", "density", "render"))
+    parser.add_argument("kind", choices=("sweep", "matrix", "density", "fulldata", "render"))
     parser.add_argument("--methods", nargs="+", default=None)
     parser.add_argument("--tasks", nargs="+", default=None)
     parser.add_argument("--seeds", type=int, default=3)
@@ -263,6 +295,8 @@ def main() -> None:
                         help="training examples per task (0: all); the sweep uses half")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time")
     parser.add_argument("--scratch", type=Path, default=Path("runs/glue-matrix"))
+    parser.add_argument("--deadline-minutes", type=float, default=None,
+                        help="start no run after this, and stop those still going")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--adapters-python", default=sys.executable,
                         help="houlsby runs under this interpreter: AdapterHub's `adapters` pins "
@@ -274,12 +308,14 @@ def main() -> None:
     if args.quick:  # a smoke run never mixes with the committed results
         results = Path(tempfile.mkdtemp(prefix="glue-matrix-quick-"))
         args.scratch = results / "runs"
-    sweep, matrix, density = (results / "glue-sweep", results / "glue",
-                              results / "glue-density")
+    sweep, matrix, density, fulldata = (results / "glue-sweep", results / "glue",
+                                        results / "glue-density", results / "glue-fulldata")
     methods = args.methods or [*DIFF_METHODS, *PEER_METHODS]
     protocol = Protocol(max_train_samples=args.max_train_samples, quick=args.quick)
     if args.quick:  # a smoke run: a few steps on a few examples
         protocol.max_train_samples = protocol.max_eval_samples = 64
+    elif args.kind == "fulldata":
+        protocol.max_train_samples = 0
     elif args.kind == "sweep":  # half the training set, a third of STS-B's dev set
         protocol.max_train_samples = args.max_train_samples // 2
         protocol.max_eval_samples = 500
@@ -288,12 +324,16 @@ def main() -> None:
         runs = sweep_runs(methods, args.sweep_task, sweep)
     elif args.kind == "matrix":
         runs = matrix_runs(methods, args.tasks or TASKS, args.seeds, chosen_rates(sweep), matrix)
+    elif args.kind == "fulldata":
+        runs = by_priority(matrix_runs(methods, args.tasks or TASKS, args.seeds,
+                                       chosen_rates(sweep), fulldata))
     elif args.kind == "density":
         runs = density_runs([m for m in methods if m in PRUNED], args.tasks or ("stsb",),
                             chosen_rates(sweep), density, matrix)
     else:
         runs = []
-    execute(runs, args.scratch, protocol, args.jobs)
+    deadline = None if args.deadline_minutes is None else started + 60 * args.deadline_minutes
+    execute(runs, args.scratch, protocol, args.jobs, deadline)
     info = {**run_info(), "seconds": round(time.time() - started, 1)}
     if runs and not args.quick:
         (results / f"glue_{args.kind}_last_run.json").write_text(json.dumps(info, indent=2) + "\n")

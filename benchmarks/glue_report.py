@@ -297,6 +297,37 @@ def verdicts(summary: dict, points: dict) -> str:
     return "\n".join(out) or "- Nothing has run yet."
 
 
+def gates_closed(matrix: dict[str, list[dict]]) -> str:
+    """Density before projection and L0 steps of each L0-trained run (the paper's Table 3)."""
+    rows = [f"| {m} | {TASK_TITLES[r['task']]} | {r['seed']} | {r['l0_steps']} | "
+            f"{100 * r['density_before_projection']:.2f}% |"
+            for m in ("diff-structured", "diff") for r in matrix.get(m, [])
+            if "density_before_projection" in r]
+    head = ["| method | task | seed | L0 steps | expected nonzero before projection |",
+            "|---|---|---|---|---|"]
+    return "\n".join(head + rows) if rows else ""
+
+
+def fulldata_section(results: Path, data_dir: Path) -> str:
+    """The matrix on whole training sets (``glue_matrix.py fulldata``), where it has run; its
+    summary goes to ``summary_fulldata.json`` beside the subset's ``summary.json``."""
+    matrix = load_runs(results / "glue-fulldata")
+    if not matrix:
+        return "Not run yet."
+    summary = summarise(matrix)
+    (results / "summary_fulldata.json").write_text(json.dumps(summary, indent=2) + "\n")
+    runs = [r for rs in matrix.values() for r in rs]
+    devices = sorted({r.get("device", "cpu") for r in runs})
+    notes = results / "glue_fulldata_notes.md"
+    return "\n\n".join([
+        f"{len(runs)} runs on {', '.join(devices)}. The majority class is now that of each "
+        "whole training set.",
+        table_one(summary, majority_class(data_dir, 0)),
+        verdicts(summary, {}),
+        gates_closed(matrix),
+        notes.read_text().strip() if notes.is_file() else ""]).strip()
+
+
 def write_all(results: Path, rates: dict, data_dir: Path, write_markdown: bool = True) -> str:
     """summary.json always; BENCHMARKS.md and its figures when ``write_markdown``."""
     matrix = load_runs(results / "glue")
@@ -329,6 +360,7 @@ def write_all(results: Path, rates: dict, data_dir: Path, write_markdown: bool =
         layout=layout_md, paper=paper_table(summary), runs=len(runs),
         diagnostics=diagnostics_table(results / "glue-diagnostics"),
         hours=cpu_hours, protocols="; ".join(sorted(protocols)) or "–",
+        fulldata=fulldata_section(results, data_dir),
         notes=notes.read_text().strip() if notes.is_file() else "")
     (results.parent.parent / "BENCHMARKS.md").write_text(text)
     return table
@@ -366,6 +398,18 @@ for the peers (as PEFT and AdapterHub save them); the whole model for full finet
 {verdicts}
 
 {notes}
+
+## Whole training sets, on a GPU
+
+The issue's protocol proper: the same methods, rates, batch, sequence length and passes as
+Table 1, on each task's whole training set (`python benchmarks/glue_matrix.py fulldata --jobs 8
+--deadline-minutes M`). It runs where a GPU is lent, for as long as the lease allows, so the
+runs go in the order that answers most if cut short: seed 0 of full finetuning and structured
+diff pruning on the four small tasks, then the other pruned methods, the peers, seeds 1–2, and
+SST-2 last. A run stopped at the deadline leaves nothing and starts again next time. Train times
+are those of one GPU shared by 8 runs, not comparable with Table 1's.
+
+{fulldata}
 
 ## Learning rates: one sweep per method
 

@@ -173,6 +173,20 @@ def test_nonadaptive_takes_the_finetuned_diff():
     assert two["bert.pooler.dense.bias"] == ([1], [pytest.approx(-0.25)])
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a second device")
+def test_nonadaptive_takes_a_finetuned_model_on_another_device():
+    # The recipe finetunes on the accelerator; the diff is taken where the pretrained model is.
+    pretrained = tiny_bert()
+    finetuned = copy.deepcopy(pretrained).cuda()
+    with torch.no_grad():
+        finetuned.bert.pooler.dense.bias[1] -= 0.25
+    total = sum(p.numel() for n, p in pretrained.named_parameters() if "classifier" not in n)
+    wrapped = nonadaptive_from_finetuned(pretrained, finetuned, DiffPruneConfig(**FAST),
+                                         density=1 / total)
+    site = next(s for s in wrapped.sites if s.name == "bert.pooler.dense.bias")
+    assert wrapped.tensor(site, "indices").tolist() == [1]
+
+
 def test_expected_l0_falls_and_penalty_drives_log_alpha_down():
     wrapped = get_diffprune_model(tiny_bert(), DiffPruneConfig(l0_lambda=1.0, **FAST))
     before = wrapped.expected_l0()

@@ -28,9 +28,9 @@ def nonadaptive_from_finetuned(pretrained: nn.Module, finetuned: nn.Module,
         if tuned[site.name].shape != theta.shape:
             raise ValueError(f"{site.name}: finetuned shape {tuple(tuned[site.name].shape)} "
                              f"differs from the pretrained {tuple(theta.shape)}")
-        diffs.append(tuned[site.name].float() - theta.float())
+        diffs.append(tuned[site.name].to(theta.device).float() - theta.float())
     model.set_diff(diffs, density)
     for name, param in model.base_model.named_parameters():
         if name in model.head_names:
-            param.copy_(tuned[name])
+            param.copy_(tuned[name])  # copy_ crosses devices
     return model

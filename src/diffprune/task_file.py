@@ -178,7 +178,9 @@ def _json(meta: dict[str, str], key: str, source: str) -> Any:
 
 
 def _read_header(data: bytes, source: str) -> dict[str, Any]:
-    if data[:1] == b"\x80" or data[:2] == b"PK":
+    # Byte 8 opens a safetensors header's JSON. Look at it first: the 8 bytes before it are the
+    # header's size, and one size in 32 starts with 0x80, a pickle's first byte.
+    if data[8:9] != b"{" and (data[:1] == b"\x80" or data[:2] == b"PK"):
         kind = "a pickle" if data[:1] == b"\x80" else "a zip archive (torch.save)"
         raise _fail(source, f"{kind}, not a safetensors task file; refusing to load it")
     if len(data) < 8:

@@ -222,7 +222,9 @@ def _diff_model(run: _Run) -> DiffPruneModel:
         return model
     if settings.method == "nonadaptive":
         run.full_finetune(run.base)
-        pretrained = load_base(settings.model, run.spec)[1]
+        # on the finetuned model's device: the diff and its top-k are computed there
+        pretrained = load_base(settings.model, run.spec)[1].to(
+            next(run.base.parameters()).device)
         model = nonadaptive_from_finetuned(pretrained, run.base, run.config,
                                            missing_keys=run.missing)
         run.metrics.update(nonzeros=model.nonzero_count(),
