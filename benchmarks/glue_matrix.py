@@ -7,7 +7,7 @@ resumes where it stopped:
     python benchmarks/glue_matrix.py sweep        # learning rate per method, on one task
     python benchmarks/glue_matrix.py matrix       # method x task x seed at the swept rates
     python benchmarks/glue_matrix.py density      # 0.1 / 0.25 / 0.5 / 1% for the diff methods
-    python benchmarks/glue_matrix.py fulldata --jobs 6 --deadline-minutes 60   # on a GPU
+    python benchmarks/glue_matrix.py fulldata --jobs 8 --deadline-minutes 60   # on a GPU
     python benchmarks/glue_matrix.py render       # summary.json, BENCHMARKS.md and the plots
     python benchmarks/glue_matrix.py matrix --quick   # a smoke run on tiny subsets, kept apart
 
@@ -197,11 +197,11 @@ def execute(runs: list[Run], scratch: Path, protocol: Protocol, jobs: int,
         if reuse_lora(run):  # checked at its turn: lora's twin may finish while this waits
             print(f"[{time.strftime('%H:%M:%S')}] reused lora's run for {name}", flush=True)
             return
+        if deadline is not None and time.time() >= deadline:
+            return
         folder = scratch / name
         if folder.exists():  # a run killed earlier: start it again from nothing
             shutil.rmtree(folder)
-        if deadline is not None and time.time() >= deadline:
-            return
         cmd = command(run, folder, protocol, diff_bytes(run.task))
         print(f"[{time.strftime('%H:%M:%S')}] start {name}", flush=True)
         began = time.time()
@@ -263,8 +263,9 @@ def matrix_runs(methods, tasks, seeds: int, rates: dict, out: Path) -> list[Run]
 
 def by_priority(runs: list[Run]) -> list[Run]:
     """Whole-data runs in the order that answers the most if a deadline cuts them short: seed 0
-    before other seeds, SST-2 (67k examples, 20 times the others) last, and within each the
-    claim's own pair (full, structured) first, then the other pruned methods, then the peers."""
+    before other seeds, SST-2 (67k examples, 8 to 27 times each other task's) last, and within
+    each the claim's own pair (full, structured) first, then the other pruned methods, then the
+    peers."""
     group = {"full": 0, "diff-structured": 0, "diff": 1, "nonadaptive": 1}
     return sorted(runs, key=lambda r: (r.task == "sst2", r.seed > 0, r.seed,
                                        group.get(r.method, 2), TASKS.index(r.task)))
