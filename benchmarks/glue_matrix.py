@@ -334,7 +334,8 @@ def main() -> None:
     else:
         runs = []
     deadline = None if args.deadline_minutes is None else started + 60 * args.deadline_minutes
-    execute(runs, args.scratch, protocol, args.jobs, deadline)
+    if runs:
+        execute(runs, args.scratch, protocol, args.jobs, deadline)
     info = {**run_info(), "seconds": round(time.time() - started, 1)}
     if runs and not args.quick:
         (results / f"glue_{args.kind}_last_run.json").write_text(json.dumps(info, indent=2) + "\n")
