@@ -30,6 +30,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -192,9 +193,22 @@ def execute(runs: list[Run], scratch: Path, protocol: Protocol, jobs: int,
     print(f"{len(runs) - len(todo)} of {len(runs)} runs done already; training on {device}",
           flush=True)
 
+    # lora-matched waits for a twin still training in this call rather than repeat it: the
+    # twin comes first in ``todo``, so it has started by the time its copy's turn comes.
+    finished = {r.out: threading.Event() for r in todo}
+
     def one(run: Run) -> None:
+        try:
+            attempt(run)
+        finally:
+            finished[run.out].set()
+
+    def attempt(run: Run) -> None:
         name = run.out.relative_to(run.out.parents[2]).with_suffix("")  # glue/<method>/<run>
-        if reuse_lora(run):  # checked at its turn: lora's twin may finish while this waits
+        twin = run.out.parents[1] / "lora" / run.out.name
+        if run.method == "lora-matched" and twin in finished:
+            finished[twin].wait()
+        if reuse_lora(run):
             print(f"[{time.strftime('%H:%M:%S')}] reused lora's run for {name}", flush=True)
             return
         if deadline is not None and time.time() >= deadline:
