@@ -146,13 +146,18 @@ def record(run: Run, folder: Path, cmd: list[str], protocol: Protocol, wall: flo
     run.out.write_text(json.dumps(metrics, indent=2) + "\n")
 
 
+def lora_twin(run: Run) -> Path:
+    """Where ``lora``'s run with the same task and seed as ``run`` records its JSON."""
+    return run.out.parents[1] / "lora" / run.out.name
+
+
 def reuse_lora(run: Run) -> bool:
     """Record ``lora``'s run as ``lora-matched``'s where the matched rank is lora's own.
 
     A 0.5% MiniLM task file (310-320 kB) fits LoRA at rank 8 on query and value (295 kB), so
     lora-matched would repeat lora's run step for step: same rank, rates and seed (the sweep
     ran both and got identical scores at every rate). The copy says so in ``reused_from``."""
-    twin = run.out.parents[1] / "lora" / run.out.name
+    twin = lora_twin(run)
     if run.method != "lora-matched" or not twin.is_file():
         return False
     lora = json.loads(twin.read_text())
@@ -205,9 +210,8 @@ def execute(runs: list[Run], scratch: Path, protocol: Protocol, jobs: int,
 
     def attempt(run: Run) -> None:
         name = run.out.relative_to(run.out.parents[2]).with_suffix("")  # glue/<method>/<run>
-        twin = run.out.parents[1] / "lora" / run.out.name
-        if run.method == "lora-matched" and twin in finished:
-            finished[twin].wait()
+        if run.method == "lora-matched" and lora_twin(run) in finished:
+            finished[lora_twin(run)].wait()
         if reuse_lora(run):
             print(f"[{time.strftime('%H:%M:%S')}] reused lora's run for {name}", flush=True)
             return

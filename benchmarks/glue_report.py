@@ -211,6 +211,11 @@ def where_it_lands(matrix: dict[str, list[dict]], output: Path) -> str:
               if r["seed"] == 0 and "per_tensor" in r]
     if panels:
         plot_layout_rows(panels, output)
+    return layout_table(matrix)
+
+
+def layout_table(matrix: dict[str, list[dict]]) -> str:
+    """Per pruned run at seed 0: the density L0 training reached (Table 3), all-zero tensors."""
     lines = ["| method | task | density before projection | all-zero tensors |",
              "|---|---|---|---|"]
     for method in PRUNED:
@@ -297,17 +302,6 @@ def verdicts(summary: dict, points: dict) -> str:
     return "\n".join(out) or "- Nothing has run yet."
 
 
-def gates_closed(matrix: dict[str, list[dict]]) -> str:
-    """Density before projection and L0 steps of each L0-trained run (the paper's Table 3)."""
-    rows = [f"| {m} | {TASK_TITLES[r['task']]} | {r['seed']} | {r['l0_steps']} | "
-            f"{100 * r['density_before_projection']:.2f}% |"
-            for m in ("diff-structured", "diff") for r in matrix.get(m, [])
-            if "density_before_projection" in r]
-    head = ["| method | task | seed | L0 steps | expected nonzero before projection |",
-            "|---|---|---|---|---|"]
-    return "\n".join(head + rows) if rows else ""
-
-
 def fulldata_section(results: Path, data_dir: Path) -> str:
     """The matrix on whole training sets (``glue_matrix.py fulldata``), where it has run; its
     summary goes to ``summary_fulldata.json`` beside the subset's ``summary.json``."""
@@ -324,7 +318,7 @@ def fulldata_section(results: Path, data_dir: Path) -> str:
         "whole training set.",
         table_one(summary, majority_class(data_dir, 0)),
         verdicts(summary, {}),
-        gates_closed(matrix),
+        layout_table(matrix),
         notes.read_text().strip() if notes.is_file() else ""]).strip()
 
 
