@@ -302,6 +302,16 @@ def verdicts(summary: dict, points: dict) -> str:
     return "\n".join(out) or "- Nothing has run yet."
 
 
+def devices_line(runs: list[dict]) -> str:
+    """Which runs trained on which device, e.g. "4 on NVIDIA H200 (full on RTE, ...)"."""
+    on: dict[str, list[str]] = {}
+    for r in runs:
+        on.setdefault(r.get("device", "cpu"), []).append(
+            f"{r['method']} on {TASK_TITLES[r['task']]}")
+    return "; ".join(f"{len(names)} on {'this CPU' if device == 'cpu' else device} "
+                     f"({', '.join(names)})" for device, names in sorted(on.items()))
+
+
 def fulldata_section(results: Path, data_dir: Path) -> str:
     """The matrix on whole training sets (``glue_matrix.py fulldata``), where it has run; its
     summary goes to ``summary_fulldata.json`` beside the subset's ``summary.json``."""
@@ -311,11 +321,10 @@ def fulldata_section(results: Path, data_dir: Path) -> str:
     summary = summarise(matrix)
     (results / "summary_fulldata.json").write_text(json.dumps(summary, indent=2) + "\n")
     runs = [r for rs in matrix.values() for r in rs]
-    devices = sorted({r.get("device", "cpu") for r in runs})
     notes = results / "glue_fulldata_notes.md"
     return "\n\n".join([
-        f"{len(runs)} runs on {', '.join(devices)}. The majority class is now that of each "
-        "whole training set.",
+        f"{len(runs)} runs: {devices_line(runs)}. The majority class is now that of each whole "
+        "training set.",
         table_one(summary, majority_class(data_dir, 0)),
         verdicts(summary, {}),
         layout_table(matrix),
@@ -393,15 +402,16 @@ for the peers (as PEFT and AdapterHub save them); the whole model for full finet
 
 {notes}
 
-## Whole training sets, on a GPU
+## Whole training sets
 
 The issue's protocol proper: the same methods, rates, batch, sequence length and passes as
 Table 1, on each task's whole training set (`python benchmarks/glue_matrix.py fulldata --jobs 8
---deadline-minutes M`). It runs where a GPU is lent, for as long as the lease allows, so the
-runs go in the order that answers most if cut short: seed 0 of full finetuning and structured
-diff pruning on the four small tasks, then the other pruned methods, the peers, seeds 1–2, and
-SST-2 last. A run stopped at the deadline leaves nothing and starts again next time. Train times
-are those of one GPU shared by 8 runs, not comparable with Table 1's.
+--deadline-minutes M` on a lent GPU; `--jobs 2 --tasks stsb --methods ...` on this CPU). Runs go
+in the order that answers most if cut short: seed 0 of full finetuning and structured diff
+pruning on the four small tasks, then the other pruned methods, the peers, seeds 1–2, and SST-2
+last. A run stopped at the deadline leaves nothing and starts again next time. Each run records
+its device; train times mix one GPU shared by 8 runs with this CPU shared by 2, so they compare
+only within a device, and not with Table 1's.
 
 {fulldata}
 
