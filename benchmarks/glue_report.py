@@ -45,6 +45,13 @@ def score(run: dict) -> float:
     return 100 * run["dev"][run["metric"]]
 
 
+def by_device(runs: list[dict]) -> dict[str, list[dict]]:
+    grouped: dict[str, list[dict]] = {}
+    for r in runs:
+        grouped.setdefault(r.get("device", "cpu"), []).append(r)
+    return dict(sorted(grouped.items()))
+
+
 def by_task(runs: list[dict]) -> dict[str, list[dict]]:
     grouped: dict[str, list[dict]] = {}
     for r in runs:
@@ -71,6 +78,12 @@ def summarise(matrix: dict[str, list[dict]]) -> dict:
         row["new_params_pct"] = round(statistics.mean(pct), 3)
         row["train_seconds"] = round(statistics.mean(r["train_seconds"] for r in runs), 1)
         row["peak_memory_mb"] = round(max(r["peak_memory_mb"] for r in runs), 1)
+        on = by_device(runs)
+        if list(on) != ["cpu"]:  # say where; a mean over a GPU's and a CPU's times means nothing
+            row["by_device"] = {
+                d: {"train_seconds": round(statistics.mean(r["train_seconds"] for r in rs), 1),
+                    "peak_memory_mb": round(max(r["peak_memory_mb"] for r in rs), 1)}
+                for d, rs in on.items()}
         row["runs"] = len(runs)
         ranks = {r["lora_rank"] for r in runs if "lora_rank" in r}
         if ranks:
@@ -112,6 +125,14 @@ def _cell(row: dict, task: str) -> str:
     return f"{row[task]:.1f}{spread}"
 
 
+def _cost(row: dict, key: str) -> str:
+    """A time or memory cell; per device where the method's runs did not all train on the CPU."""
+    if "by_device" not in row:
+        return f"{row[key]:.0f}"
+    return " / ".join(f"{cost[key]:.0f} ({'CPU' if device == 'cpu' else 'GPU'})"
+                      for device, cost in row["by_device"].items())
+
+
 def table_one(summary: dict, floor: dict[str, float] | None = None) -> str:
     tasks = [t for t in TASKS if any(t in row for row in summary.values())]
     head = ("| method | new params | bytes/task | " + " | ".join(TASK_TITLES[t] for t in tasks)
@@ -127,7 +148,8 @@ def table_one(summary: dict, floor: dict[str, float] | None = None) -> str:
             name += f", {copied} runs copied from {', '.join(row['reused_from'])}"
         lines.append(f"| {name} | {row['new_params_pct']:.3g}% | {row['bytes_per_task']:,} | "
                      + " | ".join(_cell(row, t) for t in tasks)
-                     + f" | {avg} | {row['train_seconds']:.0f} | {row['peak_memory_mb']:.0f} |")
+                     + f" | {avg} | {_cost(row, 'train_seconds')} | "
+                     f"{_cost(row, 'peak_memory_mb')} |")
     if floor and all(t in floor for t in tasks):
         lines.append("| *majority class (no training)* | 0% | – | "
                      + " | ".join(f"*{floor[t]:.1f}*" for t in tasks)
@@ -304,12 +326,10 @@ def verdicts(summary: dict, points: dict) -> str:
 
 def devices_line(runs: list[dict]) -> str:
     """Which runs trained on which device, e.g. "4 on NVIDIA H200 (full on RTE, ...)"."""
-    on: dict[str, list[str]] = {}
-    for r in runs:
-        on.setdefault(r.get("device", "cpu"), []).append(
-            f"{r['method']} on {TASK_TITLES[r['task']]}")
-    return "; ".join(f"{len(names)} on {'this CPU' if device == 'cpu' else device} "
-                     f"({', '.join(names)})" for device, names in sorted(on.items()))
+    return "; ".join(
+        f"{len(rs)} on {'this CPU' if device == 'cpu' else device} ("
+        + ", ".join(f"{r['method']} on {TASK_TITLES[r['task']]}" for r in rs) + ")"
+        for device, rs in by_device(runs).items())
 
 
 def fulldata_section(results: Path, data_dir: Path) -> str:
