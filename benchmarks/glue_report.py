@@ -318,7 +318,8 @@ def verdicts(summary: dict, points: dict) -> str:
             gap = (statistics.mean(structured[t] for t in common)
                    - statistics.mean(other[t] for t in common))
             ratio = structured["bytes_per_task"] / max(1, other["bytes_per_task"])
-            out.append(f"- **Structured vs {peer}** over {len(common)} tasks: {gap:+.2f} points "
+            tasks = f"{len(common)} task{'s' if len(common) > 1 else ''}"
+            out.append(f"- **Structured vs {peer}** over {tasks}: {gap:+.2f} points "
                        f"at {ratio:.2f}x its bytes per task — "
                        f"{'met' if gap > 0 and ratio <= 1.0 else 'missed'}.")
     return "\n".join(out) or "- Nothing has run yet."
@@ -430,7 +431,7 @@ Table 1, on each task's whole training set (`python benchmarks/glue_matrix.py fu
 in the order that answers most if cut short: seed 0 of full finetuning and structured diff
 pruning on the four small tasks, then the other pruned methods, the peers, seeds 1–2, and SST-2
 last. A run stopped at the deadline leaves nothing and starts again next time. Each run records
-its device; train times mix one GPU shared by 8 runs with this CPU shared by 2, so they compare
+its device; train times mix one GPU shared by 8 runs with this CPU shared by 2–3, so they compare
 only within a device, and not with Table 1's.
 
 {fulldata}
