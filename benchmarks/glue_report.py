@@ -45,18 +45,20 @@ def score(run: dict) -> float:
     return 100 * run["dev"][run["metric"]]
 
 
-def by_device(runs: list[dict]) -> dict[str, list[dict]]:
+def group(runs: list[dict], key: str, default: str | None = None) -> dict[str, list[dict]]:
     grouped: dict[str, list[dict]] = {}
     for r in runs:
-        grouped.setdefault(r.get("device", "cpu"), []).append(r)
-    return dict(sorted(grouped.items()))
+        grouped.setdefault(r.get(key, default), []).append(r)
+    return grouped
 
 
 def by_task(runs: list[dict]) -> dict[str, list[dict]]:
-    grouped: dict[str, list[dict]] = {}
-    for r in runs:
-        grouped.setdefault(r["task"], []).append(r)
-    return grouped
+    return group(runs, "task")
+
+
+def by_device(runs: list[dict]) -> dict[str, list[dict]]:
+    """Runs from before devices were recorded trained on this CPU."""
+    return dict(sorted(group(runs, "device", "cpu").items()))
 
 
 def summarise(matrix: dict[str, list[dict]]) -> dict:
