@@ -69,11 +69,11 @@ def summarise(matrix: dict[str, list[dict]]) -> dict:
         grouped = by_task(runs)
         for task in [t for t in TASKS if t in grouped]:
             scores = [score(r) for r in grouped[task]]
-            row[task] = round(statistics.mean(scores), 2)
-            row[f"{task}_std"] = round(statistics.stdev(scores), 2) if len(scores) > 1 else 0.0
+            row[task] = statistics.mean(scores)
+            row[f"{task}_std"] = statistics.stdev(scores) if len(scores) > 1 else 0.0
             row[f"{task}_seeds"] = len(scores)
         row["tasks"] = [t for t in TASKS if t in grouped]
-        row["avg"] = round(statistics.mean(row[t] for t in row["tasks"]), 2)
+        row["avg"] = statistics.mean(row[t] for t in row["tasks"])
         row["bytes_per_task"] = round(statistics.mean(r.get("bytes_per_task", 0) for r in runs))
         pct = [r.get("new_params_pct", 100 * r.get("density_after_projection", 1.0))
                for r in runs]
@@ -96,6 +96,16 @@ def summarise(matrix: dict[str, list[dict]]) -> dict:
             row["reused_runs"] = len(reused)
         summary[method] = row
     return summary
+
+
+def write_summary(path: Path, summary: dict) -> None:
+    """The summary as JSON, scores to 0.01 points. Tables format the unrounded means: rounding
+    twice would show 86.1486 as 86.2."""
+    def two_places(row: dict) -> dict:
+        return {k: round(v, 2) if k in (*TASKS, "avg") or k.endswith("_std") else v
+                for k, v in row.items()}
+    path.write_text(json.dumps({m: two_places(row) for m, row in summary.items()}, indent=2)
+                    + "\n")
 
 
 def majority_class(data_dir: Path, train_examples: int) -> dict[str, float]:
@@ -342,7 +352,7 @@ def fulldata_section(results: Path, data_dir: Path) -> str:
     if not matrix:
         return "Not run yet."
     summary = summarise(matrix)
-    (results / "summary_fulldata.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_summary(results / "summary_fulldata.json", summary)
     runs = [r for rs in matrix.values() for r in rs]
     notes = results / "glue_fulldata_notes.md"
     return "\n\n".join([
@@ -358,7 +368,7 @@ def write_all(results: Path, rates: dict, data_dir: Path, write_markdown: bool =
     """summary.json always; BENCHMARKS.md and its figures when ``write_markdown``."""
     matrix = load_runs(results / "glue")
     summary = summarise(matrix)
-    (results / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_summary(results / "summary.json", summary)
     train_examples = {r["protocol"]["max_train_samples"] for rs in matrix.values() for r in rs}
     floor = (majority_class(data_dir, train_examples.pop()) if len(train_examples) == 1
              else None)
