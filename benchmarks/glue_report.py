@@ -265,17 +265,48 @@ def layout_table(matrix: dict[str, list[dict]]) -> str:
     return "\n".join(lines)
 
 
-def diagnostics_table(folder: Path) -> str:
-    """The L0 stage under other gate settings (``benchmarks/glue_l0_diagnostic.sh``)."""
-    lines = ["| run | gate settings | density before projection | dev after L0 | "
-             "dev after projection | dev final |", "|---|---|---|---|---|---|"]
+def flag_values(command: str) -> dict[str, str]:
+    """``--flag value`` and ``--flag=value`` pairs of a command line (a bare flag maps to "")."""
+    tokens, flags = command.split(), {}
+    for i, token in enumerate(tokens):
+        if token.startswith("--"):
+            name, _, value = token.partition("=")
+            if not value and i + 1 < len(tokens) and not tokens[i + 1].startswith("--"):
+                value = tokens[i + 1]
+            flags[name] = value
+    return flags
+
+
+def _same_value(a: str | None, b: str | None) -> bool:
+    try:  # 1e-3 and 0.001 are one rate
+        return float(a) == float(b)
+    except (TypeError, ValueError):
+        return a == b
+
+
+def diagnostics_table(folder: Path, matrix_dir: Path) -> str:
+    """Single runs that change one setting of their Table 1 run (the ``glue_*diagnostic.sh``
+    scripts), each beside that run: seed 0 of the same method and task."""
+    lines = ["| run | method | changed from Table 1 | density before projection | dev after L0 | "
+             "dev after projection | dev final | Table 1, seed 0 |", "|---" * 8 + "|"]
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         r = json.loads(path.read_text())
-        flags = r["command"].split("--head-lr 1e-3")[-1].strip() or "the paper's"
-        split, metric = r["selection_split"], r["metric"]
-        lines.append(f"| {path.stem} | {flags} | {100 * r['density_before_projection']:.2f}% | "
-                     f"{100 * r['dev_after_l0'][split][metric]:.1f} | "
-                     f"{100 * r['dev_after_projection'][split][metric]:.1f} | {score(r):.1f} |")
+        flags = flag_values(r["command"])
+        method = flags["--method"]
+        base_path = matrix_dir / method / f"{r['task']}-seed0.json"
+        base = json.loads(base_path.read_text()) if base_path.is_file() else None
+        base_flags = flag_values(base["command"]) if base else {}
+        changed = ", ".join(
+            f"{k} {v}" + (f" (was {base_flags[k]})" if k in base_flags else "")
+            for k, v in flags.items() if k not in ("--output", "--data-dir", "--max-eval-samples")
+            and not _same_value(v, base_flags.get(k)))
+        split, metric = r.get("selection_split", "dev"), r["metric"]
+        stage = [f"{100 * r['density_before_projection']:.2f}%",
+                 f"{100 * r['dev_after_l0'][split][metric]:.1f}",
+                 f"{100 * r['dev_after_projection'][split][metric]:.1f}"] if (
+            "dev_after_l0" in r) else ["–"] * 3
+        lines.append(f"| {path.stem} | {method} | {changed or 'nothing'} | {' | '.join(stage)} | "
+                     f"{score(r):.1f} | {f'{score(base):.1f}' if base else '–'} |")
     return "\n".join(lines) if len(lines) > 2 else "Not run yet."
 
 
@@ -394,7 +425,7 @@ def write_all(results: Path, rates: dict, data_dir: Path, write_markdown: bool =
         density_png=(f"![density sweep](benchmarks/results/figures/{density_png.name})"
                      if density_png else ""),
         layout=layout_md, paper=paper_table(summary), runs=len(runs),
-        diagnostics=diagnostics_table(results / "glue-diagnostics"),
+        diagnostics=diagnostics_table(results / "glue-diagnostics", results / "glue"),
         hours=cpu_hours, protocols="; ".join(sorted(protocols)) or "–",
         fulldata=fulldata_section(results, data_dir),
         notes=notes.read_text().strip() if notes.is_file() else "")
@@ -473,8 +504,13 @@ all-zero under structured diff pruning (6.5% unstructured), and that the L0 term
 
 {layout}
 
-The same structured recipe on STS-B (the matrix's protocol and rates), with the gates allowed to
-move faster, to see whether the L0 stage can reach the budget within the matrix's steps:
+## Diagnostics: Table 1's runs with a setting changed
+
+Single STS-B runs at seed 0 that change the settings the table lists from their Table 1 run (the
+matrix's protocol and rates otherwise). `glue_l0_diagnostic.sh` lets the gates move faster, to
+see whether the L0 stage can reach the budget within the matrix's steps;
+`glue_steps_diagnostic.sh` gives structured diff pruning 3x the fixed-mask epochs and LoRA 4x
+the epochs, to see whether the runs that end best at their last step were still learning:
 
 {diagnostics}
 
