@@ -286,14 +286,14 @@ def _same_value(a: str | None, b: str | None) -> bool:
 
 def diagnostics_table(folder: Path, matrix_dir: Path) -> str:
     """Single runs that change one setting of their Table 1 run (the ``glue_*diagnostic.sh``
-    scripts), each beside that run: seed 0 of the same method and task."""
+    scripts), each beside that run: the same method, task and seed."""
     lines = ["| run | method | changed from Table 1 | density before projection | dev after L0 | "
-             "dev after projection | dev final | Table 1, seed 0 |", "|---" * 8 + "|"]
+             "dev after projection | dev final | Table 1, same seed |", "|---" * 8 + "|"]
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         r = json.loads(path.read_text())
         flags = flag_values(r["command"])
         method = flags["--method"]
-        base_path = matrix_dir / method / f"{r['task']}-seed0.json"
+        base_path = matrix_dir / method / f"{r['task']}-seed{flags.get('--seed', '0')}.json"
         base = json.loads(base_path.read_text()) if base_path.is_file() else None
         base_flags = flag_values(base["command"]) if base else {}
         changed = ", ".join(
@@ -506,7 +506,7 @@ all-zero under structured diff pruning (6.5% unstructured), and that the L0 term
 
 ## Diagnostics: Table 1's runs with a setting changed
 
-Single STS-B runs at seed 0 that change the settings the table lists from their Table 1 run (the
+Single STS-B runs that change the settings the table lists from their Table 1 run (the
 matrix's protocol and rates otherwise). `glue_l0_diagnostic.sh` lets the gates move faster, to
 see whether the L0 stage can reach the budget within the matrix's steps;
 `glue_steps_diagnostic.sh` gives structured diff pruning 3x the fixed-mask epochs and LoRA 4x
