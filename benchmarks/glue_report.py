@@ -509,8 +509,9 @@ all-zero under structured diff pruning (6.5% unstructured), and that the L0 term
 Single STS-B runs that change the settings the table lists from their Table 1 run (the
 matrix's protocol and rates otherwise). `glue_l0_diagnostic.sh` lets the gates move faster, to
 see whether the L0 stage can reach the budget within the matrix's steps;
-`glue_steps_diagnostic.sh` gives structured diff pruning 3x the fixed-mask epochs and LoRA 4x
-the epochs, to see whether the runs that end best at their last step were still learning:
+`glue_steps_diagnostic.sh` gives structured diff pruning 3x the fixed-mask epochs (seeds 0–2)
+and LoRA 4x the epochs, to see whether the runs that end best at their last step were still
+learning:
 
 {diagnostics}
 
