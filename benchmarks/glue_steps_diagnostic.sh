@@ -21,12 +21,12 @@ run() {
 import json,sys; m=json.load(open('$out/metrics.json')); m['command']=sys.argv[1]; json.dump(m, open('benchmarks/results/glue-diagnostics/$name.json','w'), indent=2)" "$cmd"
 }
 structured() {
-  run stsb-structured-mask-epochs-6$2 python -m diffprune.cli.main train --method diff-structured \
+  run stsb-structured-mask-epochs-6-seed$1 python -m diffprune.cli.main train --method diff-structured \
     --epochs 2 --mask-epochs 6 --diff-lr $DLR --mask-lr $MLR --head-lr 1e-3 --seed $1
 }
 structured 0 &
 run stsb-lora-epochs-16 python benchmarks/peers.py --method lora --epochs 16 --lr $LORA_LR --seed 0
 wait
-structured 1 -seed1 &
-structured 2 -seed2
+structured 1 &
+structured 2
 wait
