@@ -8,18 +8,8 @@
 # Usage: bash benchmarks/glue_steps_diagnostic.sh  (after `glue_matrix.py sweep`; about an hour
 # on two cores)
 cd "$(dirname "$0")/.."  # the repository root
-read DLR MLR LORA_LR < <(python -c "import sys; sys.path.insert(0,'benchmarks'); from glue_matrix import chosen_rates, RESULTS; r=chosen_rates(RESULTS/'glue-sweep'); print(f\"{r['diff-structured']['diff_lr']:.3g} {r['diff-structured']['mask_lr']:.3g} {r['lora']['lr']:.3g}\")")
-mkdir -p benchmarks/results/glue-diagnostics
-COMMON="--task stsb --data-dir ../shared/data/glue --batch-size 16 --max-seq-length 128 --max-train-samples 1000"
-run() {
-  name=$1; shift
-  out=runs/glue-diag/$name
-  [ -f benchmarks/results/glue-diagnostics/$name.json ] && return
-  rm -rf $out
-  cmd="$* --output $out $COMMON"
-  OMP_NUM_THREADS=1 $cmd > /dev/null 2>&1 && python -c "
-import json,sys; m=json.load(open('$out/metrics.json')); m['command']=sys.argv[1]; json.dump(m, open('benchmarks/results/glue-diagnostics/$name.json','w'), indent=2)" "$cmd"
-}
+source benchmarks/_diagnostic.sh
+read DLR MLR LORA_LR < <(chosen_rates)
 structured() {
   run stsb-structured-mask-epochs-6-seed$1 python -m diffprune.cli.main train --method diff-structured \
     --epochs 2 --mask-epochs 6 --diff-lr $DLR --mask-lr $MLR --head-lr 1e-3 --seed $1

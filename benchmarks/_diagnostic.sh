@@ -1,0 +1,20 @@
+# Shared by the glue_*diagnostic.sh scripts (sourced from the repository root): single STS-B runs
+# at Table 1's protocol, each recorded with its command in benchmarks/results/glue-diagnostics/.
+mkdir -p benchmarks/results/glue-diagnostics
+COMMON="--task stsb --data-dir ../shared/data/glue --batch-size 16 --max-seq-length 128 --max-train-samples 1000"
+
+# The sweep's chosen rates: `read DLR MLR LORA_LR < <(chosen_rates)`.
+chosen_rates() {
+  python -c "import sys; sys.path.insert(0,'benchmarks'); from glue_matrix import chosen_rates, RESULTS; r=chosen_rates(RESULTS/'glue-sweep'); print(f\"{r['diff-structured']['diff_lr']:.3g} {r['diff-structured']['mask_lr']:.3g} {r['lora']['lr']:.3g}\")"
+}
+
+# run NAME COMMAND...: train once (skipped if NAME's result exists), one thread, into runs/glue-diag.
+run() {
+  name=$1; shift
+  out=runs/glue-diag/$name
+  [ -f benchmarks/results/glue-diagnostics/$name.json ] && return
+  rm -rf $out
+  cmd="$* --output $out $COMMON"
+  OMP_NUM_THREADS=1 $cmd > /dev/null 2>&1 && python -c "
+import json,sys; m=json.load(open('$out/metrics.json')); m['command']=sys.argv[1]; json.dump(m, open('benchmarks/results/glue-diagnostics/$name.json','w'), indent=2)" "$cmd"
+}
