@@ -8,12 +8,15 @@ resumes where it stopped:
     python benchmarks/glue_matrix.py matrix       # method x task x seed at the swept rates
     python benchmarks/glue_matrix.py density      # 0.1 / 0.25 / 0.5 / 1% for the diff methods
     python benchmarks/glue_matrix.py fulldata --jobs 8 --deadline-minutes 60   # on a GPU
+    python benchmarks/glue_matrix.py longer --tasks stsb   # every method, twice the passes
     python benchmarks/glue_matrix.py render       # summary.json, BENCHMARKS.md and the plots
     python benchmarks/glue_matrix.py matrix --quick   # a smoke run on tiny subsets, kept apart
 
 Every method passes over the data 4 times at batch 16 and sequence length 128: full finetuning
 and the peers 4 epochs; diff pruning 2 epochs of L0 training and 2 of fixed-mask finetuning;
-non-adaptive 2 epochs of finetuning and 2 of fixed-mask finetuning. ``--max-train-samples``
+non-adaptive 2 epochs of finetuning and 2 of fixed-mask finetuning. ``longer`` gives every
+method 8 passes: the peers and full finetuning 8 epochs, the pruned methods the same first stage
+and 6 epochs of fixed-mask finetuning. ``--max-train-samples``
 (recorded in each JSON) bounds the training set so that the matrix fits a 2-core CPU;
 ``fulldata`` is the same matrix on whole training sets, for a machine with a GPU, most telling
 runs first, so that a deadline cuts off the least. The written
@@ -37,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from _report import RESULTS, run_info
-from glue_report import write_all
+from glue_report import flag_values, write_all
 
 HERE = Path(__file__).resolve().parent
 GLUE = HERE.parents[1] / "shared" / "data" / "glue"
@@ -75,6 +78,9 @@ class Protocol:
     batch_size: int = 16
     max_seq_length: int = 128
     quick: bool = False
+    # Passes over the data per method. The pruned methods keep their first stage at 2 epochs
+    # (L0 training, or non-adaptive's finetuning) and give the rest to fixed-mask finetuning.
+    passes: int = 4
 
     def flags(self) -> list[str]:
         flags = ["--batch-size", str(self.batch_size), "--max-seq-length",
@@ -103,15 +109,15 @@ def command(run: Run, folder: Path, protocol: Protocol, match_bytes: int) -> lis
     rates = [f"--{k.replace('_', '-')}={v:.3g}"
              for k, v in {**run.rates, **FIXED_RATES.get(run.method, {})}.items()]
     if run.method in DIFF_METHODS:
-        epochs = (["--epochs", "4"] if run.method == "full"
-                  else ["--epochs", "2", "--mask-epochs", "2"])
+        epochs = (["--epochs", str(protocol.passes)] if run.method == "full"
+                  else ["--epochs", "2", "--mask-epochs", str(protocol.passes - 2)])
         density = ["--density", str(run.density)] if run.density else []
         return [sys.executable, "-m", "diffprune.cli.main", "train", "--method", run.method,
                 *common, *epochs, *rates, *density]
     extra = ["--match-bytes", str(match_bytes)] if run.method == "lora-matched" else []
     python = ADAPTERS_PYTHON if run.method == "houlsby" else sys.executable
     return [python, str(HERE / "peers.py"), "--method", run.method, *common,
-            "--epochs", "4", *rates, *extra]
+            "--epochs", str(protocol.passes), *rates, *extra]
 
 
 def diff_bytes(task: str) -> int:
@@ -179,6 +185,44 @@ def reuse_lora(run: Run) -> bool:
     return True
 
 
+def _comparable(command_line: str) -> dict[str, str]:
+    """A command's flags, less where it writes and reads from, rates written one way."""
+    def canonical(value: str) -> str:
+        try:  # 1e-3 and 0.001 are one rate
+            return repr(float(value))
+        except ValueError:
+            return value
+    flags = {k: canonical(v) for k, v in flag_values(command_line).items()
+             if k not in ("--output", "--data-dir")}
+    if flags.get("--max-eval-samples") == repr(0.0):  # the default: the whole dev set
+        del flags["--max-eval-samples"]
+    return flags
+
+
+def adopt_diagnostic(run: Run, cmd: list[str], protocol: Protocol) -> bool:
+    """Record a diagnostic run (``glue_*diagnostic.sh``) that trained this very command, flag for
+    flag, as ``run``'s rather than train it again: training is deterministic given the seed (the
+    steps diagnostic's L0 stage matched Table 1's to the digit at every seed). The record says
+    where it came from in ``adopted_from``; the diagnostic did not time its whole process, so it
+    has ``train_seconds`` and no ``wall_seconds``."""
+    wanted = _comparable(" ".join(cmd))
+    for path in sorted((RESULTS / "glue-diagnostics").glob(f"{run.task}-*.json")):
+        metrics = json.loads(path.read_text())
+        if _comparable(metrics["command"]) != wanted:
+            continue
+        metrics.update(seed=run.seed, rates=run.rates, protocol=vars(protocol), threads=1,
+                       device="cpu", adopted_from=str(path.relative_to(RESULTS.parent.parent)))
+        if "file_bytes" in metrics:
+            metrics["bytes_per_task"] = metrics["file_bytes"]
+        folder = Path(flag_values(metrics["command"])["--output"])
+        if folder.is_dir():  # its task file, where this checkout still has it
+            metrics["per_tensor"] = layout(folder)
+        run.out.parent.mkdir(parents=True, exist_ok=True)
+        run.out.write_text(json.dumps(metrics, indent=2) + "\n")
+        return True
+    return False
+
+
 def device_name() -> str:
     """What the runs train on (Accelerate picks the GPU where there is one)."""
     import torch
@@ -218,9 +262,12 @@ def execute(runs: list[Run], scratch: Path, protocol: Protocol, jobs: int,
         if deadline is not None and time.time() >= deadline:
             return
         folder = scratch / name
+        cmd = command(run, folder, protocol, diff_bytes(run.task))
+        if adopt_diagnostic(run, cmd, protocol):
+            print(f"[{time.strftime('%H:%M:%S')}] adopted a diagnostic run for {name}", flush=True)
+            return
         if folder.exists():  # a run killed earlier: start it again from nothing
             shutil.rmtree(folder)
-        cmd = command(run, folder, protocol, diff_bytes(run.task))
         print(f"[{time.strftime('%H:%M:%S')}] start {name}", flush=True)
         began = time.time()
         try:
@@ -305,10 +352,12 @@ def density_runs(methods, tasks, rates: dict, out: Path, matrix: Path) -> list[R
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("kind", choices=("sweep", "matrix", "density", "fulldata", "render"))
+    parser.add_argument("kind", choices=("sweep", "matrix", "density", "fulldata", "longer",
+                                         "render"))
     parser.add_argument("--methods", nargs="+", default=None)
     parser.add_argument("--tasks", nargs="+", default=None)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--passes", type=int, default=8, help="passes over the data (longer)")
     parser.add_argument("--sweep-task", default="stsb")
     parser.add_argument("--max-train-samples", type=int, default=1000,
                         help="training examples per task (0: all); the sweep uses half")
@@ -327,14 +376,17 @@ def main() -> None:
     if args.quick:  # a smoke run never mixes with the committed results
         results = Path(tempfile.mkdtemp(prefix="glue-matrix-quick-"))
         args.scratch = results / "runs"
-    sweep, matrix, density, fulldata = (results / "glue-sweep", results / "glue",
-                                        results / "glue-density", results / "glue-fulldata")
+    sweep, matrix, density, fulldata, longer = (
+        results / "glue-sweep", results / "glue", results / "glue-density",
+        results / "glue-fulldata", results / "glue-longer")
     methods = args.methods or [*DIFF_METHODS, *PEER_METHODS]
     protocol = Protocol(max_train_samples=args.max_train_samples, quick=args.quick)
     if args.quick:  # a smoke run: a few steps on a few examples
         protocol.max_train_samples = protocol.max_eval_samples = 64
     elif args.kind == "fulldata":
         protocol.max_train_samples = 0
+    elif args.kind == "longer":
+        protocol.passes = args.passes
     elif args.kind == "sweep":  # half the training set, a third of STS-B's dev set
         protocol.max_train_samples = args.max_train_samples // 2
         protocol.max_eval_samples = 500
@@ -346,6 +398,9 @@ def main() -> None:
     elif args.kind == "fulldata":
         runs = by_priority(matrix_runs(methods, args.tasks or TASKS, args.seeds,
                                        chosen_rates(sweep), fulldata))
+    elif args.kind == "longer":  # Table 1's rates: a new sweep would be tuning Table 1 lacked
+        runs = by_priority(matrix_runs(methods, args.tasks or ("stsb",), args.seeds,
+                                       chosen_rates(sweep), longer))
     elif args.kind == "density":
         runs = density_runs([m for m in methods if m in PRUNED], args.tasks or ("stsb",),
                             chosen_rates(sweep), density, matrix)
