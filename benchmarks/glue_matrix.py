@@ -237,13 +237,16 @@ def execute(runs: list[Run], scratch: Path, protocol: Protocol, jobs: int,
     After ``deadline`` (a ``time.time()``) no run starts, and runs still going are stopped;
     they leave no JSON, so the next invocation runs them again from the start."""
     todo = [r for r in runs if not r.out.is_file()]
+    # lora-matched goes last: most of its runs are copies that wait for their LoRA twin
+    # (below), and a copy waiting in the middle of the queue would idle a worker.
+    todo.sort(key=lambda r: r.method == "lora-matched")
     env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // jobs))}
     device = device_name()
     print(f"{len(runs) - len(todo)} of {len(runs)} runs done already; training on {device}",
           flush=True)
 
     # lora-matched waits for a twin still training in this call rather than repeat it: the
-    # twin comes first in ``todo``, so it has started by the time its copy's turn comes.
+    # twin comes earlier in ``todo``, so it has started by the time its copy's turn comes.
     finished = {r.out: threading.Event() for r in todo}
 
     def one(run: Run) -> None:

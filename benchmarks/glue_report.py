@@ -453,10 +453,13 @@ def longer_section(results: Path) -> str:
         return "Not run yet."
     runs = [r for rs in longer.values() for r in rs]
     adopted = sum("adopted_from" in r for r in runs)
+    copied = sum("reused_from" in r for r in runs)
     return "\n\n".join([
-        f"{len(runs)} run{'s' if len(runs) > 1 else ''}"
-        + (f", {adopted} of them adopted from the steps diagnostic, which trained the same "
-           "commands" if adopted else "") + ".",
+        f"{len(runs) - adopted - copied} runs trained"
+        + (f", {adopted} adopted from the steps diagnostic, which trained the same commands"
+           if adopted else "")
+        + (f", {copied} of lora-matched's copied from lora at the same rank" if copied else "")
+        + ".",
         longer_table(longer, load_runs(results / "glue")),
         verdicts(summary, {}),
         notes]).strip()
