@@ -1,13 +1,21 @@
 #!/bin/bash
-# Does the L0 stage close its gates within the matrix's step budget if alpha moves faster?
-# Usage: bash benchmarks/glue_l0_diagnostic.sh  (after `glue_matrix.py sweep`; about 8 minutes)
+# Does the L0 stage close its gates within the matrix's step budget if alpha moves faster? And
+# with the gates closed and the `longer` protocol's 6 fixed-mask epochs, does the paper's order
+# (structured >= unstructured) come back?
+# Usage: bash benchmarks/glue_l0_diagnostic.sh  (after `glue_matrix.py sweep`; about 30 minutes
+# on two cores)
 cd "$(dirname "$0")/.."  # the repository root
 source benchmarks/_diagnostic.sh
 read DLR MLR LORA_LR < <(chosen_rates)
-structured() {
-  run "$1" python -m diffprune.cli.main train --method diff-structured --seed 0 --epochs 2 \
-    --mask-epochs 2 --diff-lr $DLR --mask-lr $MLR --head-lr 1e-3 "${@:2}"
+# pruned NAME METHOD MASK_EPOCHS FLAGS...: seed 0 at the sweep's rates, gates as FLAGS say.
+pruned() {
+  run "$1" python -m diffprune.cli.main train --method "$2" --seed 0 --epochs 2 \
+    --mask-epochs "$3" --diff-lr $DLR --mask-lr $MLR --head-lr 1e-3 "${@:4}"
 }
-structured stsb-log-alpha-lr-1 --log-alpha-lr 1.0 &
-structured stsb-log-alpha-lr-1-lambda-1e-6 --log-alpha-lr 1.0 --l0-lambda 1.25e-6
+FAST_GATES="--log-alpha-lr 1.0 --l0-lambda 1.25e-6"
+pruned stsb-log-alpha-lr-1 diff-structured 2 --log-alpha-lr 1.0 &
+pruned stsb-log-alpha-lr-1-lambda-1e-6 diff-structured 2 $FAST_GATES
+wait
+pruned stsb-fast-gates-mask-epochs-6-structured diff-structured 6 $FAST_GATES &
+pruned stsb-fast-gates-mask-epochs-6-unstructured diff 6 $FAST_GATES
 wait

@@ -284,17 +284,24 @@ def _same_value(a: str | None, b: str | None) -> bool:
         return a == b
 
 
-def diagnostics_table(folder: Path, matrix_dir: Path) -> str:
+def _same_run(folder: Path, method: str, task: str, seed: str) -> dict | None:
+    path = folder / method / f"{task}-seed{seed}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def diagnostics_table(folder: Path, matrix_dir: Path, longer_dir: Path) -> str:
     """Single runs that change one setting of their Table 1 run (the ``glue_*diagnostic.sh``
-    scripts), each beside that run: the same method, task and seed."""
+    scripts), each beside that run and the ``longer`` run of the same method, task and seed."""
     lines = ["| run | method | changed from Table 1 | density before projection | dev after L0 | "
-             "dev after projection | dev final | Table 1, same seed |", "|---" * 8 + "|"]
+             "dev after projection | dev final | Table 1, same seed | 8 passes, same seed |",
+             "|---" * 9 + "|"]
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         r = json.loads(path.read_text())
         flags = flag_values(r["command"])
         method = flags["--method"]
-        base_path = matrix_dir / method / f"{r['task']}-seed{flags.get('--seed', '0')}.json"
-        base = json.loads(base_path.read_text()) if base_path.is_file() else None
+        seed = flags.get("--seed", "0")
+        base = _same_run(matrix_dir, method, r["task"], seed)
+        longer = _same_run(longer_dir, method, r["task"], seed)
         base_flags = flag_values(base["command"]) if base else {}
         changed = ", ".join(
             f"{k} {v}" + (f" (was {base_flags[k]})" if k in base_flags else "")
@@ -306,7 +313,8 @@ def diagnostics_table(folder: Path, matrix_dir: Path) -> str:
                  f"{100 * r['dev_after_projection'][split][metric]:.1f}"] if (
             "dev_after_l0" in r) else ["–"] * 3
         lines.append(f"| {path.stem} | {method} | {changed or 'nothing'} | {' | '.join(stage)} | "
-                     f"{score(r):.1f} | {f'{score(base):.1f}' if base else '–'} |")
+                     f"{score(r):.1f} | {f'{score(base):.1f}' if base else '–'} | "
+                     f"{f'{score(longer):.1f}' if longer else '–'} |")
     return "\n".join(lines) if len(lines) > 2 else "Not run yet."
 
 
@@ -496,7 +504,8 @@ def write_all(results: Path, rates: dict, data_dir: Path, write_markdown: bool =
         density_png=(f"![density sweep](benchmarks/results/figures/{density_png.name})"
                      if density_png else ""),
         layout=layout_md, paper=paper_table(summary), runs=len(runs),
-        diagnostics=diagnostics_table(results / "glue-diagnostics", results / "glue"),
+        diagnostics=diagnostics_table(results / "glue-diagnostics", results / "glue",
+                                      results / "glue-longer"),
         hours=cpu_hours, protocols="; ".join(sorted(protocols)) or "–",
         fulldata=fulldata_section(results, data_dir), longer=longer_section(results),
         notes=notes.read_text().strip() if notes.is_file() else "")
@@ -591,7 +600,10 @@ all-zero under structured diff pruning (6.5% unstructured), and that the L0 term
 
 Single STS-B runs that change the settings the table lists from their Table 1 run (the
 matrix's protocol and rates otherwise). `glue_l0_diagnostic.sh` lets the gates move faster, to
-see whether the L0 stage can reach the budget within the matrix's steps;
+see whether the L0 stage can reach the budget within the matrix's steps, and then runs
+structured and unstructured diff pruning with those gates and the `longer` protocol's 6
+fixed-mask epochs (compare those with the last column: the same method and seed with the
+paper's gate settings);
 `glue_steps_diagnostic.sh` gives structured diff pruning 3x the fixed-mask epochs (seeds 0–2)
 and LoRA 4x the epochs, to see whether the runs that end best at their last step were still
 learning:
