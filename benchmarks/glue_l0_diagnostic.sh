@@ -2,20 +2,22 @@
 # Does the L0 stage close its gates within the matrix's step budget if alpha moves faster? And
 # with the gates closed and the `longer` protocol's 6 fixed-mask epochs, does the paper's order
 # (structured >= unstructured) come back?
-# Usage: bash benchmarks/glue_l0_diagnostic.sh  (after `glue_matrix.py sweep`; about 30 minutes
+# Usage: bash benchmarks/glue_l0_diagnostic.sh  (after `glue_matrix.py sweep`; about 45 minutes
 # on two cores)
 cd "$(dirname "$0")/.."  # the repository root
 source benchmarks/_diagnostic.sh
 read DLR MLR LORA_LR < <(chosen_rates)
-# pruned NAME METHOD MASK_EPOCHS FLAGS...: seed 0 at the sweep's rates, gates as FLAGS say.
+# pruned NAME METHOD MASK_EPOCHS SEED FLAGS...: at the sweep's rates, gates as FLAGS say.
 pruned() {
-  run "$1" python -m diffprune.cli.main train --method "$2" --seed 0 --epochs 2 \
-    --mask-epochs "$3" --diff-lr $DLR --mask-lr $MLR --head-lr 1e-3 "${@:4}"
+  run "$1" python -m diffprune.cli.main train --method "$2" --seed "$4" --epochs 2 \
+    --mask-epochs "$3" --diff-lr $DLR --mask-lr $MLR --head-lr 1e-3 "${@:5}"
 }
 FAST_GATES="--log-alpha-lr 1.0 --l0-lambda 1.25e-6"
-pruned stsb-log-alpha-lr-1 diff-structured 2 --log-alpha-lr 1.0 &
-pruned stsb-log-alpha-lr-1-lambda-1e-6 diff-structured 2 $FAST_GATES
+pruned stsb-log-alpha-lr-1 diff-structured 2 0 --log-alpha-lr 1.0 &
+pruned stsb-log-alpha-lr-1-lambda-1e-6 diff-structured 2 0 $FAST_GATES
 wait
-pruned stsb-fast-gates-mask-epochs-6-structured diff-structured 6 $FAST_GATES &
-pruned stsb-fast-gates-mask-epochs-6-unstructured diff 6 $FAST_GATES
-wait
+for seed in 0 1; do
+  pruned stsb-fast-gates-mask-epochs-6-structured-seed$seed diff-structured 6 $seed $FAST_GATES &
+  pruned stsb-fast-gates-mask-epochs-6-unstructured-seed$seed diff 6 $seed $FAST_GATES
+  wait
+done
