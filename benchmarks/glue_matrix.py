@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from _report import RESULTS, run_info
-from glue_report import flag_values, write_all
+from glue_report import flag_changes, flag_values, write_all
 
 HERE = Path(__file__).resolve().parent
 GLUE = HERE.parents[1] / "shared" / "data" / "glue"
@@ -185,30 +185,15 @@ def reuse_lora(run: Run) -> bool:
     return True
 
 
-def _comparable(command_line: str) -> dict[str, str]:
-    """A command's flags, less where it writes and reads from, rates written one way."""
-    def canonical(value: str) -> str:
-        try:  # 1e-3 and 0.001 are one rate
-            return repr(float(value))
-        except ValueError:
-            return value
-    flags = {k: canonical(v) for k, v in flag_values(command_line).items()
-             if k not in ("--output", "--data-dir")}
-    if flags.get("--max-eval-samples") == repr(0.0):  # the default: the whole dev set
-        del flags["--max-eval-samples"]
-    return flags
-
-
 def adopt_diagnostic(run: Run, cmd: list[str], protocol: Protocol) -> bool:
     """Record a diagnostic run (``glue_*diagnostic.sh``) that trained this very command, flag for
     flag, as ``run``'s rather than train it again: training is deterministic given the seed (the
     steps diagnostic's L0 stage matched Table 1's to the digit at every seed). The record says
     where it came from in ``adopted_from``; the diagnostic did not time its whole process, so it
     has ``train_seconds`` and no ``wall_seconds``."""
-    wanted = _comparable(" ".join(cmd))
     for path in sorted((RESULTS / "glue-diagnostics").glob(f"{run.task}-*.json")):
         metrics = json.loads(path.read_text())
-        if _comparable(metrics["command"]) != wanted:
+        if flag_changes(" ".join(cmd), metrics["command"]):
             continue
         metrics.update(seed=run.seed, rates=run.rates, protocol=vars(protocol), threads=1,
                        device="cpu", adopted_from=str(path.relative_to(RESULTS.parent.parent)))
@@ -383,13 +368,12 @@ def main() -> None:
         results / "glue-sweep", results / "glue", results / "glue-density",
         results / "glue-fulldata", results / "glue-longer")
     methods = args.methods or [*DIFF_METHODS, *PEER_METHODS]
-    protocol = Protocol(max_train_samples=args.max_train_samples, quick=args.quick)
+    protocol = Protocol(max_train_samples=args.max_train_samples, quick=args.quick,
+                        passes=args.passes if args.kind == "longer" else Protocol.passes)
     if args.quick:  # a smoke run: a few steps on a few examples
         protocol.max_train_samples = protocol.max_eval_samples = 64
     elif args.kind == "fulldata":
         protocol.max_train_samples = 0
-    elif args.kind == "longer":
-        protocol.passes = args.passes
     elif args.kind == "sweep":  # half the training set, a third of STS-B's dev set
         protocol.max_train_samples = args.max_train_samples // 2
         protocol.max_eval_samples = 500

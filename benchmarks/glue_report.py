@@ -284,6 +284,18 @@ def _same_value(a: str | None, b: str | None) -> bool:
         return a == b
 
 
+PATH_FLAGS = ("--output", "--data-dir")  # where a run writes and reads, not what it trains
+FLAG_DEFAULTS = {"--max-eval-samples": "0"}  # the whole dev set, said or not
+
+
+def flag_changes(command: str, base: str) -> dict[str, tuple[str | None, str | None]]:
+    """flag -> (value in ``command``, value in ``base``) for every flag that trains differently:
+    rates compared as numbers, paths ignored, a flag left out read as its default."""
+    new, old = ({**FLAG_DEFAULTS, **flag_values(c)} for c in (command, base))
+    return {k: (new.get(k), old.get(k)) for k in dict.fromkeys([*new, *old])
+            if k not in PATH_FLAGS and not _same_value(new.get(k), old.get(k))}
+
+
 def _same_run(folder: Path, method: str, task: str, seed: str) -> dict | None:
     path = folder / method / f"{task}-seed{seed}.json"
     return json.loads(path.read_text()) if path.is_file() else None
@@ -302,11 +314,10 @@ def diagnostics_table(folder: Path, matrix_dir: Path, longer_dir: Path) -> str:
         seed = flags.get("--seed", "0")
         base = _same_run(matrix_dir, method, r["task"], seed)
         longer = _same_run(longer_dir, method, r["task"], seed)
-        base_flags = flag_values(base["command"]) if base else {}
         changed = ", ".join(
-            f"{k} {v}" + (f" (was {base_flags[k]})" if k in base_flags else "")
-            for k, v in flags.items() if k not in ("--output", "--data-dir", "--max-eval-samples")
-            and not _same_value(v, base_flags.get(k)))
+            f"{k} {new}" + (f" (was {old})" if old is not None else "")
+            for k, (new, old) in flag_changes(r["command"], base["command"] if base else "").items()
+            if new is not None)
         split, metric = r.get("selection_split", "dev"), r["metric"]
         stage = [f"{100 * r['density_before_projection']:.2f}%",
                  f"{100 * r['dev_after_l0'][split][metric]:.1f}",
@@ -454,7 +465,7 @@ def longer_table(longer: dict[str, list[dict]], matrix: dict[str, list[dict]]) -
     return "\n".join(lines)
 
 
-def longer_section(results: Path) -> str:
+def longer_section(results: Path, matrix: dict[str, list[dict]]) -> str:
     """Every method with twice Table 1's passes (``glue_matrix.py longer``), where it has run."""
     longer, summary, notes = side_matrix(results, "longer")
     if not longer:
@@ -468,7 +479,7 @@ def longer_section(results: Path) -> str:
            if adopted else "")
         + (f", {copied} of lora-matched's copied from lora at the same rank" if copied else "")
         + ".",
-        longer_table(longer, load_runs(results / "glue")),
+        longer_table(longer, matrix),
         verdicts(summary, {}),
         notes]).strip()
 
@@ -507,7 +518,7 @@ def write_all(results: Path, rates: dict, data_dir: Path, write_markdown: bool =
         diagnostics=diagnostics_table(results / "glue-diagnostics", results / "glue",
                                       results / "glue-longer"),
         hours=cpu_hours, protocols="; ".join(sorted(protocols)) or "–",
-        fulldata=fulldata_section(results, data_dir), longer=longer_section(results),
+        fulldata=fulldata_section(results, data_dir), longer=longer_section(results, matrix),
         notes=notes.read_text().strip() if notes.is_file() else "")
     (results.parent.parent / "BENCHMARKS.md").write_text(text)
     return table
