@@ -2,8 +2,8 @@
 # Does the L0 stage close its gates within the matrix's step budget if alpha moves faster? And
 # with the gates closed and the `longer` protocol's 6 fixed-mask epochs, does the paper's order
 # (structured >= unstructured) come back?
-# Usage: bash benchmarks/glue_l0_diagnostic.sh  (after `glue_matrix.py sweep`; about 45 minutes
-# on two cores)
+# Usage: bash benchmarks/glue_l0_diagnostic.sh  (after `glue_matrix.py sweep`; about 70 minutes
+# on two cores: 30 for the first pair of runs, then 13 per seed)
 cd "$(dirname "$0")/.."  # the repository root
 source benchmarks/_diagnostic.sh
 read DLR MLR LORA_LR < <(chosen_rates)
@@ -16,7 +16,7 @@ FAST_GATES="--log-alpha-lr 1.0 --l0-lambda 1.25e-6"
 pruned stsb-log-alpha-lr-1 diff-structured 2 0 --log-alpha-lr 1.0 &
 pruned stsb-log-alpha-lr-1-lambda-1e-6 diff-structured 2 0 $FAST_GATES
 wait
-for seed in 0 1; do
+for seed in 0 1 2; do
   pruned stsb-fast-gates-mask-epochs-6-structured-seed$seed diff-structured 6 $seed $FAST_GATES &
   pruned stsb-fast-gates-mask-epochs-6-unstructured-seed$seed diff 6 $seed $FAST_GATES
   wait

@@ -391,7 +391,8 @@ def devices_line(runs: list[dict]) -> str:
     """Which runs trained on which device, e.g. "4 on NVIDIA H200 (full on RTE, ...)"."""
     return "; ".join(
         f"{len(rs)} on {'this CPU' if device == 'cpu' else device} ("
-        + ", ".join(f"{r['method']} on {TASK_TITLES[r['task']]}" for r in rs) + ")"
+        + ", ".join(dict.fromkeys(f"{r['method']} on {TASK_TITLES[r['task']]}" for r in rs))
+        + ")"
         for device, rs in by_device(runs).items())
 
 
@@ -441,9 +442,11 @@ def _ended_best(runs: list[dict]) -> str:
 
 
 def _train_seconds(runs: list[dict]) -> str:
-    """Mean train time, less adopted runs: they shared their CPU with other loads."""
-    timed = [r["train_seconds"] for r in runs if "adopted_from" not in r]
-    return f"{statistics.mean(timed):.0f}" if timed else "–"
+    """Mean train time per device, less adopted runs: they shared their CPU with other loads."""
+    timed = by_device([r for r in runs if "adopted_from" not in r])
+    return " + ".join(f"{statistics.mean(r['train_seconds'] for r in rs):.0f}"
+                      + ("" if device == "cpu" else " (GPU)")
+                      for device, rs in timed.items()) or "–"
 
 
 def longer_table(longer: dict[str, list[dict]], matrix: dict[str, list[dict]]) -> str:
@@ -478,7 +481,7 @@ def longer_section(results: Path, matrix: dict[str, list[dict]]) -> str:
         + (f", {adopted} adopted from the steps diagnostic, which trained the same commands"
            if adopted else "")
         + (f", {copied} of lora-matched's copied from lora at the same rank" if copied else "")
-        + ".",
+        + f". Where they ran: {devices_line(runs)}.",
         longer_table(longer, matrix),
         verdicts(summary, {}),
         notes]).strip()
@@ -560,7 +563,8 @@ for the peers (as PEFT and AdapterHub save them); the whole model for full finet
 ## Every method with twice the passes
 
 Table 1's protocol and rates with 8 passes over the data for every method, not 4 (`python
-benchmarks/glue_matrix.py longer --tasks stsb`): full finetuning and the peers train 8 epochs;
+benchmarks/glue_matrix.py longer --tasks stsb` on this CPU; RTE and MRPC on a lent GPU, see the
+notes below): full finetuning and the peers train 8 epochs;
 the pruned methods keep Table 1's first stage (2 epochs of L0 training, or of non-adaptive's
 finetuning) and get 6 epochs of fixed-mask finetuning, not 2. That split puts the extra passes
 where the steps diagnostic found the pruned runs still learning; the paper's own split on STS-B,
