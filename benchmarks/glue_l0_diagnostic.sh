@@ -1,9 +1,10 @@
 #!/bin/bash
 # Does the L0 stage close its gates within the matrix's step budget if alpha moves faster? And
 # with the gates closed and the `longer` protocol's 6 fixed-mask epochs, does the paper's order
-# (structured >= unstructured) come back?
+# (structured >= unstructured) come back? Last, structured with fast element gates but the
+# paper's rate for its group gates: do fast group gates close whole tensors too early?
 # Usage: bash benchmarks/glue_l0_diagnostic.sh  (after `glue_matrix.py sweep`; about 70 minutes
-# on two cores: 30 for the first pair of runs, then 13 per seed)
+# on two cores: 30 for the first pair of runs, 13 per seed, then 20 for the last three)
 cd "$(dirname "$0")/.."  # the repository root
 source benchmarks/_diagnostic.sh
 read DLR MLR LORA_LR < <(chosen_rates)
@@ -21,3 +22,8 @@ for seed in 0 1 2; do
   pruned stsb-fast-gates-mask-epochs-6-unstructured-seed$seed diff 6 $seed $FAST_GATES
   wait
 done
+for seed in 0 1 2; do  # three runs on the two cores at once
+  pruned stsb-fast-gates-slow-groups-mask-epochs-6-structured-seed$seed diff-structured 6 $seed \
+    $FAST_GATES --group-log-alpha-lr 0.1 &
+done
+wait

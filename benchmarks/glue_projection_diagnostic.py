@@ -29,7 +29,6 @@ import argparse
 import copy
 import json
 import shlex
-import statistics
 import sys
 import time
 from dataclasses import replace
@@ -37,6 +36,7 @@ from pathlib import Path
 
 import torch
 from _report import RESULTS
+from glue_report import projection_table
 
 DIAGNOSTICS = RESULTS / "glue-diagnostics"
 OUT = DIAGNOSTICS / "projection"
@@ -150,36 +150,6 @@ def analyse(run_name: str, draws: int, finetune: bool) -> dict:
     return result
 
 
-def _energy(r: dict) -> str:
-    """Mean kept share over the draws, and the deterministic gate's."""
-    draws = [d["kept_energy"] for d in r["draws"] if "kept_energy" in d]
-    if not draws:
-        return "–"
-    return f"{statistics.mean(draws):.1%} ({r['deterministic']['kept_energy']:.1%})"
-
-
-def table() -> str:
-    """One row per run: dev x 100 after L0, after each projection, and after finetuning."""
-    lines = ["| run | density before projection | after L0 | after projection: train's draw "
-             "(reproduced) | other draws | deterministic gate | emptied tensors per draw | "
-             "diff's squared norm kept | final: train's draw / deterministic |",
-             "|---" * 9 + "|"]
-    for path in sorted(OUT.glob("*.json")):
-        r = json.loads(path.read_text())
-        draws = [100 * d["dev_after_projection"] for d in r["draws"]]
-        det = r["deterministic"]
-        final = f"{100 * r['recorded']['dev']:.1f} / " + (
-            f"{100 * det['dev']:.1f}" if "dev" in det else "–")
-        lines.append(
-            f"| {r['run']} | {r['density_before_projection']:.2%} | {100 * r['dev_after_l0']:.1f}"
-            f" | {draws[0]:.1f} ({100 * r['recorded']['dev_after_projection']:.1f}) | "
-            f"{', '.join(f'{d:.1f}' for d in draws[1:])} (mean {statistics.mean(draws):.1f}) | "
-            f"{100 * det['dev_after_projection']:.1f} | "
-            f"{', '.join(str(d['emptied_tensors']) for d in r['draws'])} | "
-            f"{_energy(r)} | {final} |")
-    return "\n".join(lines)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="*", help="names of glue-diagnostics runs")
@@ -193,7 +163,7 @@ def main() -> None:
         result["command"] = "python " + " ".join(sys.argv)
         (OUT / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     if args.table or not args.runs:
-        print(table())
+        print(projection_table(OUT))
 
 
 if __name__ == "__main__":

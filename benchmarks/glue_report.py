@@ -396,6 +396,37 @@ def devices_line(runs: list[dict]) -> str:
         for device, rs in by_device(runs).items())
 
 
+def _kept_share(r: dict) -> str:
+    """Share of the squared norm projection kept: mean over the draws (deterministic gate)."""
+    draws = [d["kept_energy"] for d in r["draws"] if "kept_energy" in d]
+    if not draws:
+        return "–"
+    return f"{statistics.mean(draws):.1%} ({r['deterministic']['kept_energy']:.1%})"
+
+
+def projection_table(folder: Path) -> str:
+    """``glue_projection_diagnostic.py``'s runs, one row each: dev x 100 after L0, after each
+    projection, and after fixed-mask finetuning."""
+    lines = ["| run | density before projection | after L0 | after projection from train's draw "
+             "(the run's record) | other draws | deterministic gate | emptied tensors per draw | "
+             "diff's squared norm kept | final: train's draw / deterministic |",
+             "|---" * 9 + "|"]
+    for path in sorted(folder.glob("*.json")):
+        r = json.loads(path.read_text())
+        draws = [100 * d["dev_after_projection"] for d in r["draws"]]
+        det = r["deterministic"]
+        final = f"{100 * r['recorded']['dev']:.1f} / " + (
+            f"{100 * det['dev']:.1f}" if "dev" in det else "–")
+        lines.append(
+            f"| {r['run']} | {r['density_before_projection']:.2%} | {100 * r['dev_after_l0']:.1f}"
+            f" | {draws[0]:.1f} ({100 * r['recorded']['dev_after_projection']:.1f}) | "
+            f"{', '.join(f'{d:.1f}' for d in draws[1:])} (mean {statistics.mean(draws):.1f}) | "
+            f"{100 * det['dev_after_projection']:.1f} | "
+            f"{', '.join(str(d['emptied_tensors']) for d in r['draws'])} | "
+            f"{_kept_share(r)} | {final} |")
+    return "\n".join(lines) if len(lines) > 2 else "Not run yet."
+
+
 def side_matrix(results: Path, name: str) -> tuple[dict[str, list[dict]], dict, str]:
     """A matrix kept beside Table 1's (``glue-<name>/``): its runs, its summary (written to
     ``summary_<name>.json``) and its written notes (``glue_<name>_notes.md``)."""
@@ -520,6 +551,7 @@ def write_all(results: Path, rates: dict, data_dir: Path, write_markdown: bool =
         layout=layout_md, paper=paper_table(summary), runs=len(runs),
         diagnostics=diagnostics_table(results / "glue-diagnostics", results / "glue",
                                       results / "glue-longer"),
+        projection=projection_table(results / "glue-diagnostics" / "projection"),
         hours=cpu_hours, protocols="; ".join(sorted(protocols)) or "–",
         fulldata=fulldata_section(results, data_dir), longer=longer_section(results, matrix),
         notes=notes.read_text().strip() if notes.is_file() else "")
@@ -624,6 +656,16 @@ and LoRA 4x the epochs, to see whether the runs that end best at their last step
 learning:
 
 {diagnostics}
+
+Projection, looked at closely (`glue_projection_diagnostic.py`, on the faster-gate runs above):
+the L0 stage trained again exactly as `train` runs it, then projected to 0.5% from `train`'s own
+draw of the diff (its score must equal the run's, which checks the reproduction), from three
+other draws, and from the deterministic gate of Louizos et al., which the paper does not use.
+Dev Spearman × 100 before any fixed-mask finetuning. The last column gives the run's final score
+beside the deterministic projection's after the run's own fixed-mask stage; that stage's dropout
+draws differ from the run's, so the two differ by seed noise as well as by the projection:
+
+{projection}
 
 ## The paper beside us
 

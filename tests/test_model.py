@@ -208,6 +208,30 @@ def test_paper_penalty_form_is_the_product():
     assert float(wrapped.penalty()) / wrapped.config.l0_lambda == pytest.approx(expected, rel=1e-5)
 
 
+@pytest.mark.parametrize("group_lr", [None, 0.01])
+def test_group_gates_take_their_own_learning_rate(group_lr):
+    from diffprune.optim import build_optimizer
+
+    config = DiffPruneConfig(l0_lambda=1.0, log_alpha_lr=1.0, group_log_alpha_lr=group_lr, **FAST)
+    wrapped = get_diffprune_model(tiny_bert(), config).train()
+    optimizer, scheduler = build_optimizer(wrapped, num_training_steps=10)
+    names = [g["name"] for g in optimizer.param_groups]
+    assert ("group_log_alpha" in names) == (group_lr is not None)
+    # With w = 0 only the penalty moves log-alpha, and Adam's first step is lr * sign(grad).
+    wrapped(input_ids=token_batch())
+    wrapped.penalty().backward()
+    wrapped.clip_grad_norms()
+    optimizer.step()
+    scheduler.step()
+    site = wrapped.sites[0]
+    element_step = 5.0 - wrapped.tensor(site, "log_alpha").detach()
+    group_step = 5.0 - float(wrapped.tensor(site, "group_log_alpha"))
+    assert torch.allclose(element_step, torch.ones_like(element_step), rtol=1e-3)
+    assert group_step == pytest.approx(group_lr or 1.0, rel=1e-3)
+    lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}
+    assert lrs["log_alpha"] == 1.0 and lrs.get("group_log_alpha", group_lr) == group_lr  # constant
+
+
 def test_config_validation():
     with pytest.raises(ValueError, match="structured_penalty"):
         DiffPruneConfig(structured_penalty="mean")
@@ -215,6 +239,8 @@ def test_config_validation():
         DiffPruneConfig(density=0.0)
     with pytest.raises(ValueError, match="stretch"):
         DiffPruneConfig(stretch_left=0.1)
+    with pytest.raises(ValueError, match="group_log_alpha_lr"):
+        DiffPruneConfig(group_log_alpha_lr=0.0)
     with pytest.raises(ValueError, match="unknown"):
         DiffPruneConfig.from_dict({"lambda": 1.0})
     cfg = DiffPruneConfig(density=0.01)

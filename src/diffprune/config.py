@@ -59,6 +59,9 @@ class DiffPruneConfig:
     )
     diff_lr: float = _field(1e-5, "Learning rate of the diff vector w (linear decay).")
     log_alpha_lr: float = _field(0.1, "Learning rate of every log-alpha (constant).")
+    group_log_alpha_lr: float | None = _field(
+        None, "Learning rate of the structured variant's group log-alphas (constant); None = "
+        "log_alpha_lr, as in the paper. A diagnostic knob: BENCHMARKS.md measures it.")
     head_lr: float | None = _field(None, "Learning rate of the dense task head; None = diff_lr.")
     diff_max_grad_norm: float = _field(1.0, "Gradient-norm clip of w and the head; 0 = none.")
     log_alpha_max_grad_norm: float = _field(1.0, "Gradient-norm clip of log-alpha; 0 = none.")
@@ -89,8 +92,10 @@ class DiffPruneConfig:
             value = getattr(self, name)
             if not (value > 0 and math.isfinite(value)):
                 raise ValueError(f"{name} must be a finite number > 0, got {value}")
-        if self.head_lr is not None and not self.head_lr > 0:
-            raise ValueError(f"head_lr must be > 0 or None, got {self.head_lr}")
+        for name in ("head_lr", "group_log_alpha_lr"):
+            value = getattr(self, name)
+            if value is not None and not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"{name} must be a finite number > 0 or None, got {value}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -185,23 +185,29 @@ class DiffPruneModel(nn.Module):
 
     # ----------------------------------------------------------------- optimisation
     def param_groups(self) -> list[dict[str, Any]]:
-        """Optimizer groups with the config's learning rates: diff, log_alpha, head."""
+        """Optimizer groups with the config's learning rates: diff, log_alpha, head, and
+        group_log_alpha where ``group_log_alpha_lr`` is set (else the group gates are in
+        log_alpha, as in the paper)."""
         c = self.config
         head_names = set(self.head_names)
         head = [p for n, p in self.base_model.named_parameters()
                 if n in head_names and p.requires_grad]
+        alpha, group_alpha = [], []
         if self.stage == "gated":
             diff = [self.tensor(s, "diff") for s in self.sites]
             alpha = [self.tensor(s, "log_alpha") for s in self.sites]
             if c.structured:
-                alpha += [self.tensor(s, "group_log_alpha") for s in self.sites]
+                group_alpha = [self.tensor(s, "group_log_alpha") for s in self.sites]
+            if c.group_log_alpha_lr is None:
+                alpha, group_alpha = alpha + group_alpha, []
         else:
             diff = [self.tensor(s, "values") for s in self.sites
                     if self.tensor(s, "values").numel()]
-            alpha = []
         groups = [
             {"name": "diff", "params": diff, "lr": c.diff_lr, "weight_decay": c.weight_decay},
             {"name": "log_alpha", "params": alpha, "lr": c.log_alpha_lr, "weight_decay": 0.0},
+            {"name": "group_log_alpha", "params": group_alpha, "lr": c.group_log_alpha_lr,
+             "weight_decay": 0.0},
             {"name": "head", "params": head, "lr": c.head_lr or c.diff_lr,
              "weight_decay": c.weight_decay},
         ]
@@ -213,7 +219,9 @@ class DiffPruneModel(nn.Module):
         groups = {g["name"]: g["params"] for g in self.param_groups()}
         clips = {"diff": (groups.get("diff", []) + groups.get("head", []),
                           self.config.diff_max_grad_norm),
-                 "log_alpha": (groups.get("log_alpha", []), self.config.log_alpha_max_grad_norm)}
+                 # every gate's log-alpha under one clip, whatever its learning rate
+                 "log_alpha": (groups.get("log_alpha", []) + groups.get("group_log_alpha", []),
+                               self.config.log_alpha_max_grad_norm)}
         for name, (params, max_norm) in clips.items():
             params = [p for p in params if p.grad is not None]
             if params:

@@ -43,10 +43,10 @@ def make_optimizer(model: DiffPruneModel) -> torch.optim.AdamW:
 
 def make_scheduler(optimizer: torch.optim.Optimizer, num_training_steps: int,
                    warmup_steps: int = 0) -> LambdaLR:
-    """Linear decay on every group but log-alpha, whose learning rate stays constant."""
+    """Linear decay on every group but the log-alphas, whose learning rates stay constant."""
     decay = linear_decay(num_training_steps, warmup_steps)
-    lambdas = [(lambda step: 1.0) if g.get("name") == "log_alpha" else decay
-               for g in optimizer.param_groups]
+    lambdas = [(lambda step: 1.0) if g.get("name") in ("log_alpha", "group_log_alpha")
+               else decay for g in optimizer.param_groups]
     return LambdaLR(optimizer, lambdas)
 
 
