@@ -8,6 +8,11 @@ chosen_rates() {
   python -c "import sys; sys.path.insert(0,'benchmarks'); from glue_matrix import chosen_rates, RESULTS; r=chosen_rates(RESULTS/'glue-sweep'); print(f\"{r['diff-structured']['diff_lr']:.3g} {r['diff-structured']['mask_lr']:.3g} {r['lora']['lr']:.3g}\")"
 }
 
+# One method's sweep rates: `read A B < <(rates_of nonadaptive full_lr mask_lr)`.
+rates_of() {
+  python -c "import sys; sys.path.insert(0,'benchmarks'); from glue_matrix import chosen_rates, RESULTS; r=chosen_rates(RESULTS/'glue-sweep')[sys.argv[1]]; print(*(f'{r[k]:.3g}' for k in sys.argv[2:]))" "$@"
+}
+
 # run NAME COMMAND...: train once (skipped if NAME's result exists), one thread, into runs/glue-diag.
 run() {
   name=$1; shift

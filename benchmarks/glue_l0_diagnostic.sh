@@ -2,9 +2,10 @@
 # Does the L0 stage close its gates within the matrix's step budget if alpha moves faster? And
 # with the gates closed and the `longer` protocol's 6 fixed-mask epochs, does the paper's order
 # (structured >= unstructured) come back? Last, structured with fast element gates but the
-# paper's rate for its group gates: do fast group gates close whole tensors too early?
+# paper's rate for its group gates: do fast group gates close whole tensors too early? Then the
+# three pruned methods with those gates at 0.1%, where the paper's methods differ most.
 # Usage: bash benchmarks/glue_l0_diagnostic.sh  (after `glue_matrix.py sweep`; about 70 minutes
-# on two cores: 30 for the first pair of runs, 13 per seed, then 20 for the last three)
+# on two cores: 30 for the first pair of runs, 13 per seed, then 20 per group of three)
 cd "$(dirname "$0")/.."  # the repository root
 source benchmarks/_diagnostic.sh
 read DLR MLR LORA_LR < <(chosen_rates)
@@ -27,3 +28,13 @@ for seed in 0 1 2; do  # three runs on the two cores at once
     $FAST_GATES --group-log-alpha-lr 0.1 &
 done
 wait
+read NA_FULL_LR NA_MASK_LR < <(rates_of nonadaptive full_lr mask_lr)
+for seed in 0 1; do
+  pruned stsb-d0.001-fast-gates-slow-groups-structured-seed$seed diff-structured 6 $seed \
+    $FAST_GATES --group-log-alpha-lr 0.1 --density 0.001 &
+  pruned stsb-d0.001-fast-gates-unstructured-seed$seed diff 6 $seed $FAST_GATES --density 0.001 &
+  run stsb-d0.001-mask-epochs-6-nonadaptive-seed$seed python -m diffprune.cli.main train \
+    --method nonadaptive --seed $seed --epochs 2 --mask-epochs 6 --full-lr $NA_FULL_LR \
+    --mask-lr $NA_MASK_LR --density 0.001
+  wait
+done

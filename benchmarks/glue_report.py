@@ -650,7 +650,8 @@ matrix's protocol and rates otherwise). `glue_l0_diagnostic.sh` lets the gates m
 see whether the L0 stage can reach the budget within the matrix's steps, and then runs
 structured and unstructured diff pruning with those gates and the `longer` protocol's 6
 fixed-mask epochs (compare those with the last column: the same method and seed with the
-paper's gate settings);
+paper's gate settings), and last structured with fast element gates but the paper's rate for its
+group gates (`--group-log-alpha-lr 0.1`);
 `glue_steps_diagnostic.sh` gives structured diff pruning 3x the fixed-mask epochs (seeds 0–2)
 and LoRA 4x the epochs, to see whether the runs that end best at their last step were still
 learning:
