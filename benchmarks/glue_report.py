@@ -301,19 +301,26 @@ def _same_run(folder: Path, method: str, task: str, seed: str) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def diagnostics_table(folder: Path, matrix_dir: Path, longer_dir: Path) -> str:
+def diagnostics_table(folder: Path, matrix_dir: Path, longer_dir: Path,
+                      density_dir: Path) -> str:
     """Single runs that change one setting of their Table 1 run (the ``glue_*diagnostic.sh``
-    scripts), each beside that run and the ``longer`` run of the same method, task and seed."""
+    scripts), each beside that run and the ``longer`` run of the same method, task and seed; a
+    run at another budget beside the density sweep's run at that budget instead."""
     lines = ["| run | method | changed from Table 1 | density before projection | dev after L0 | "
-             "dev after projection | dev final | Table 1, same seed | 8 passes, same seed |",
-             "|---" * 9 + "|"]
+             "dev after projection | dev final | Table 1 (or the density sweep), same seed | "
+             "8 passes, same seed |", "|---" * 9 + "|"]
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         r = json.loads(path.read_text())
         flags = flag_values(r["command"])
         method = flags["--method"]
         seed = flags.get("--seed", "0")
         base = _same_run(matrix_dir, method, r["task"], seed)
-        longer = _same_run(longer_dir, method, r["task"], seed)
+        compared, longer = base, _same_run(longer_dir, method, r["task"], seed)
+        if "--density" in flags and not _same_value(flags["--density"], "0.005"):
+            name = f"{r['task']}-d{float(flags['--density']):g}-seed{seed}.json"
+            sweep = density_dir / method / name
+            compared = json.loads(sweep.read_text()) if sweep.is_file() else None
+            longer = None  # the longer protocol ran at 0.5% only
         changed = ", ".join(
             f"{k} {new}" + (f" (was {old})" if old is not None else "")
             for k, (new, old) in flag_changes(r["command"], base["command"] if base else "").items()
@@ -324,7 +331,7 @@ def diagnostics_table(folder: Path, matrix_dir: Path, longer_dir: Path) -> str:
                  f"{100 * r['dev_after_projection'][split][metric]:.1f}"] if (
             "dev_after_l0" in r) else ["–"] * 3
         lines.append(f"| {path.stem} | {method} | {changed or 'nothing'} | {' | '.join(stage)} | "
-                     f"{score(r):.1f} | {f'{score(base):.1f}' if base else '–'} | "
+                     f"{score(r):.1f} | {f'{score(compared):.1f}' if compared else '–'} | "
                      f"{f'{score(longer):.1f}' if longer else '–'} |")
     return "\n".join(lines) if len(lines) > 2 else "Not run yet."
 
@@ -550,7 +557,7 @@ def write_all(results: Path, rates: dict, data_dir: Path, write_markdown: bool =
                      if density_png else ""),
         layout=layout_md, paper=paper_table(summary), runs=len(runs),
         diagnostics=diagnostics_table(results / "glue-diagnostics", results / "glue",
-                                      results / "glue-longer"),
+                                      results / "glue-longer", results / "glue-density"),
         projection=projection_table(results / "glue-diagnostics" / "projection"),
         hours=cpu_hours, protocols="; ".join(sorted(protocols)) or "–",
         fulldata=fulldata_section(results, data_dir), longer=longer_section(results, matrix),
