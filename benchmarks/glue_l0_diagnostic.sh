@@ -29,7 +29,7 @@ for seed in 0 1 2; do  # three runs on the two cores at once
 done
 wait
 read NA_FULL_LR NA_MASK_LR < <(rates_of nonadaptive full_lr mask_lr)
-for seed in 0 1; do
+for seed in 0 1 2; do
   pruned stsb-d0.001-fast-gates-slow-groups-structured-seed$seed diff-structured 6 $seed \
     $FAST_GATES --group-log-alpha-lr 0.1 --density 0.001 &
   pruned stsb-d0.001-fast-gates-unstructured-seed$seed diff 6 $seed $FAST_GATES --density 0.001 &
