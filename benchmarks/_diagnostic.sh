@@ -3,12 +3,7 @@
 mkdir -p benchmarks/results/glue-diagnostics
 COMMON="--task stsb --data-dir ../shared/data/glue --batch-size 16 --max-seq-length 128 --max-train-samples 1000"
 
-# The sweep's chosen rates: `read DLR MLR LORA_LR < <(chosen_rates)`.
-chosen_rates() {
-  python -c "import sys; sys.path.insert(0,'benchmarks'); from glue_matrix import chosen_rates, RESULTS; r=chosen_rates(RESULTS/'glue-sweep'); print(f\"{r['diff-structured']['diff_lr']:.3g} {r['diff-structured']['mask_lr']:.3g} {r['lora']['lr']:.3g}\")"
-}
-
-# One method's sweep rates: `read A B < <(rates_of nonadaptive full_lr mask_lr)`.
+# One method's rates from the sweep: `read A B < <(rates_of nonadaptive full_lr mask_lr)`.
 rates_of() {
   python -c "import sys; sys.path.insert(0,'benchmarks'); from glue_matrix import chosen_rates, RESULTS; r=chosen_rates(RESULTS/'glue-sweep')[sys.argv[1]]; print(*(f'{r[k]:.3g}' for k in sys.argv[2:]))" "$@"
 }

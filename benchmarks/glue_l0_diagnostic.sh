@@ -8,7 +8,7 @@
 # on two cores: 30 for the first pair of runs, 13 per seed, then 20 per group of three)
 cd "$(dirname "$0")/.."  # the repository root
 source benchmarks/_diagnostic.sh
-read DLR MLR LORA_LR < <(chosen_rates)
+read DLR MLR < <(rates_of diff-structured diff_lr mask_lr)
 # pruned NAME METHOD MASK_EPOCHS SEED FLAGS...: at the sweep's rates, gates as FLAGS say.
 pruned() {
   run "$1" python -m diffprune.cli.main train --method "$2" --seed "$4" --epochs 2 \

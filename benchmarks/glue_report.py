@@ -405,10 +405,8 @@ def devices_line(runs: list[dict]) -> str:
 
 def _kept_share(r: dict) -> str:
     """Share of the squared norm projection kept: mean over the draws (deterministic gate)."""
-    draws = [d["kept_energy"] for d in r["draws"] if "kept_energy" in d]
-    if not draws:
-        return "–"
-    return f"{statistics.mean(draws):.1%} ({r['deterministic']['kept_energy']:.1%})"
+    draws = statistics.mean(d["kept_energy"] for d in r["draws"])
+    return f"{draws:.1%} ({r['deterministic']['kept_energy']:.1%})"
 
 
 def projection_table(folder: Path) -> str:
@@ -657,8 +655,9 @@ matrix's protocol and rates otherwise). `glue_l0_diagnostic.sh` lets the gates m
 see whether the L0 stage can reach the budget within the matrix's steps, and then runs
 structured and unstructured diff pruning with those gates and the `longer` protocol's 6
 fixed-mask epochs (compare those with the last column: the same method and seed with the
-paper's gate settings), and last structured with fast element gates but the paper's rate for its
-group gates (`--group-log-alpha-lr 0.1`);
+paper's gate settings), then structured with fast element gates but the paper's rate for its
+group gates (`--group-log-alpha-lr 0.1`), and last the three pruned methods with those gates at
+0.1% (compared with the density sweep's run at 0.1%);
 `glue_steps_diagnostic.sh` gives structured diff pruning 3x the fixed-mask epochs (seeds 0–2)
 and LoRA 4x the epochs, to see whether the runs that end best at their last step were still
 learning:

@@ -9,7 +9,8 @@
 # on two cores)
 cd "$(dirname "$0")/.."  # the repository root
 source benchmarks/_diagnostic.sh
-read DLR MLR LORA_LR < <(chosen_rates)
+read DLR MLR < <(rates_of diff-structured diff_lr mask_lr)
+read LORA_LR < <(rates_of lora lr)
 structured() {
   run stsb-structured-mask-epochs-6-seed$1 python -m diffprune.cli.main train --method diff-structured \
     --epochs 2 --mask-epochs 6 --diff-lr $DLR --mask-lr $MLR --head-lr 1e-3 --seed $1
