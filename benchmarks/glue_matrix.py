@@ -7,6 +7,7 @@ resumes where it stopped:
     python benchmarks/glue_matrix.py sweep        # learning rate per method, on one task
     python benchmarks/glue_matrix.py matrix       # method x task x seed at the swept rates
     python benchmarks/glue_matrix.py density      # 0.1 / 0.25 / 0.5 / 1% for the diff methods
+                                                  # (seed 0; --seeds 3 for three)
     python benchmarks/glue_matrix.py fulldata --jobs 8 --deadline-minutes 60   # on a GPU
     python benchmarks/glue_matrix.py longer --tasks stsb   # every method, twice the passes
     python benchmarks/glue_matrix.py render       # summary.json, BENCHMARKS.md and the plots
@@ -324,17 +325,20 @@ def by_priority(runs: list[Run]) -> list[Run]:
                                        group.get(r.method, 2), TASKS.index(r.task)))
 
 
-def density_runs(methods, tasks, rates: dict, out: Path, matrix: Path) -> list[Run]:
-    """The outer budgets first (0.1%, 1%, then 0.25%), so a cut-short sweep still spans them."""
+def density_runs(methods, tasks, seeds: int, rates: dict, out: Path,
+                 matrix: Path) -> list[Run]:
+    """Seed by seed, the outer budgets first (0.1%, 1%, then 0.25%), so a cut-short sweep still
+    spans them."""
     runs = []
-    for density in sorted(DENSITIES, key=lambda d: (d == 0.0025, d)):
-        for method in methods:
-            for task in tasks:
-                name = f"{task}-d{density:g}-seed0.json"
-                if density == 0.005 and (matrix / method / f"{task}-seed0.json").is_file():
-                    continue  # the matrix's own run is this point
-                runs.append(Run(method, task, 0, rates[method], out / method / name,
-                                density=density, extra={"density": density}))
+    for seed in range(seeds):
+        for density in sorted(DENSITIES, key=lambda d: (d == 0.0025, d)):
+            for method in methods:
+                for task in tasks:
+                    name = f"{task}-d{density:g}-seed{seed}.json"
+                    if density == 0.005 and (matrix / method / f"{task}-seed{seed}.json").is_file():
+                        continue  # the matrix's own run is this point
+                    runs.append(Run(method, task, seed, rates[method], out / method / name,
+                                    density=density, extra={"density": density}))
     return runs
 
 
@@ -344,7 +348,9 @@ def main() -> None:
                                          "render"))
     parser.add_argument("--methods", nargs="+", default=None)
     parser.add_argument("--tasks", nargs="+", default=None)
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="seeds per task: 1 by default for density, else 3 (the matrix "
+                             "gives CoLA and SST-2 one)")
     parser.add_argument("--passes", type=int, default=8, help="passes over the data (longer)")
     parser.add_argument("--sweep-task", default="stsb")
     parser.add_argument("--max-train-samples", type=int, default=1000,
@@ -368,6 +374,8 @@ def main() -> None:
         results / "glue-sweep", results / "glue", results / "glue-density",
         results / "glue-fulldata", results / "glue-longer")
     methods = args.methods or [*DIFF_METHODS, *PEER_METHODS]
+    if args.seeds is None:  # the sweep over budgets is one seed unless asked
+        args.seeds = 1 if args.kind == "density" else 3
     protocol = Protocol(max_train_samples=args.max_train_samples, quick=args.quick,
                         passes=args.passes if args.kind == "longer" else Protocol.passes)
     if args.quick:  # a smoke run: a few steps on a few examples
@@ -390,7 +398,7 @@ def main() -> None:
                                        chosen_rates(sweep), longer))
     elif args.kind == "density":
         runs = density_runs([m for m in methods if m in PRUNED], args.tasks or ("stsb",),
-                            chosen_rates(sweep), density, matrix)
+                            args.seeds, chosen_rates(sweep), density, matrix)
     else:
         runs = []
     deadline = None if args.deadline_minutes is None else started + 60 * args.deadline_minutes
