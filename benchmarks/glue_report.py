@@ -243,9 +243,10 @@ def density_table(points: dict) -> str:
     return "\n".join(lines)
 
 
-def plot_density(points: dict, full: dict, output: Path) -> Path | None:
+def plot_density(points: dict, full: dict, floor: dict | None, output: Path) -> Path | None:
     """The paper's Figure 1: score against the density budget, one panel per task (error bars:
-    std over seeds) and one for their mean; full finetuning at the same seeds dashed."""
+    std over seeds) and one for their mean; full finetuning at the same seeds dashed, the
+    majority class in the title."""
     if not points:
         return None
     import matplotlib
@@ -255,17 +256,22 @@ def plot_density(points: dict, full: dict, output: Path) -> Path | None:
 
     tasks = sorted({t for m in points.values() for d in m.values() for t in d},
                    key=TASKS.index)
+    floor = floor or {}
+
+    def mean_of(scores: dict) -> float | None:
+        return statistics.mean(scores[t] for t in tasks) if set(tasks) <= set(scores) else None
+
     panels = [(TASK_TITLES[t], {m: {d: s[t] for d, s in bd.items() if t in s}
-                                for m, bd in points.items()}, full.get(t)) for t in tasks]
+                                for m, bd in points.items()}, full.get(t), floor.get(t))
+              for t in tasks]
     if len(tasks) > 1:
-        full_mean = (statistics.mean(full[t] for t in tasks) if all(t in full for t in tasks)
-                     else None)
         means = density_means(point_means(points))
         panels.append((f"mean of {len(tasks)} tasks",
                        {m: {d: [v] for d, v in bd.items()} for m, bd in means.items()},
-                       full_mean))
+                       mean_of(full), mean_of(floor)))
+    budgets = sorted({d for m in points.values() for d in m})
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
-    for ax, (title, lines, full_score) in zip(axes[0], panels):
+    for ax, (title, lines, full_score, floor_score) in zip(axes[0], panels):
         for method, by_density in lines.items():
             xs = sorted(by_density)
             ys = [statistics.mean(by_density[d]) for d in xs]
@@ -277,9 +283,14 @@ def plot_density(points: dict, full: dict, output: Path) -> Path | None:
             ax.axhline(full_score, color="grey", linestyle="--",
                        label="full finetuning, same seeds")
         ax.set_xscale("log")
+        ax.set_xticks([100 * d for d in budgets], [f"{100 * d:g}" for d in budgets])
+        ax.minorticks_off()
         ax.set_xlabel("diff density budget (%)")
         ax.set_ylabel("dev score")
-        ax.set_title(title)
+        # the floor as text: a line at STS-B's 0 would flatten the curves that matter
+        if floor_score is not None:
+            title = f"{title} (majority class {floor_score:.1f})"
+        ax.set_title(title, fontsize=10)
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(output, dpi=120)
@@ -597,7 +608,8 @@ def write_all(results: Path, rates: dict, data_dir: Path, write_markdown: bool =
                 if r["task"] == task and r["seed"] in task_seeds]
         if same:
             full_same_seeds[task] = statistics.mean(same)
-    density_png = plot_density(points, full_same_seeds, figures / "glue_density.png")
+    density_png = plot_density(points, full_same_seeds, floor,
+                               figures / "glue_density.png")
     layout_md = where_it_lands(matrix, figures / "glue_layout_structured.png")
     longer = load_runs(results / "glue-longer")
     runs = [r for rs in (*matrix.values(), *sweep.values(), *density.values(),
