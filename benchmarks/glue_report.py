@@ -707,10 +707,10 @@ the rates of the matrix. No method got any other tuning.
 
 ## Density sweep (the paper's Figure 1)
 
-Seed 0 of the three pruned methods at budgets of 0.1%, 0.25% and 1%, with Table 1's protocol and
-rates and only `--density` changed; the 0.5% column is Table 1's own seed-0 run. The paper's
-Figure 1 plots the mean of nine tasks on BERT-large; here the small tasks, each with the dashed
-line of full finetuning at the same seed.
+The three pruned methods at budgets of 0.1%, 0.25% and 1%, with Table 1's protocol and rates
+and only `--density` changed; the 0.5% column is Table 1's runs at the same seeds. A cell with
+several seeds gives mean ± std (seeds). The paper's Figure 1 plots the mean of nine tasks on
+BERT-large; here the small tasks, each with full finetuning at the same seeds (dashed).
 
 {density}
 
