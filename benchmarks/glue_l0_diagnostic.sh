@@ -3,9 +3,10 @@
 # with the gates closed and the `longer` protocol's 6 fixed-mask epochs, does the paper's order
 # (structured >= unstructured) come back? Last, structured with fast element gates but the
 # paper's rate for its group gates: do fast group gates close whole tensors too early? Then the
-# three pruned methods with those gates at 0.1%, where the paper's methods differ most.
-# Usage: bash benchmarks/glue_l0_diagnostic.sh  (after `glue_matrix.py sweep`; about 70 minutes
-# on two cores: 30 for the first pair of runs, 13 per seed, then 20 per group of three)
+# three pruned methods with those gates at 0.1%, where the paper's methods differ most, at
+# three seeds, and at 0.25% and 1% at seed 0, to span the density sweep's budgets.
+# Usage: bash benchmarks/glue_l0_diagnostic.sh  (after `glue_matrix.py sweep`; about 2.5 hours
+# on two cores: 30 minutes for the first pair of runs, 13 per seed, then 20 per group of three)
 cd "$(dirname "$0")/.."  # the repository root
 source benchmarks/_diagnostic.sh
 read DLR MLR < <(rates_of diff-structured diff_lr mask_lr)
@@ -36,5 +37,14 @@ for seed in 0 1 2; do
   run stsb-d0.001-mask-epochs-6-nonadaptive-seed$seed python -m diffprune.cli.main train \
     --method nonadaptive --seed $seed --epochs 2 --mask-epochs 6 --full-lr $NA_FULL_LR \
     --mask-lr $NA_MASK_LR --density 0.001
+  wait
+done
+for density in 0.0025 0.01; do  # seed 0 only
+  pruned stsb-d$density-fast-gates-slow-groups-structured-seed0 diff-structured 6 0 \
+    $FAST_GATES --group-log-alpha-lr 0.1 --density $density &
+  pruned stsb-d$density-fast-gates-unstructured-seed0 diff 6 0 $FAST_GATES --density $density &
+  run stsb-d$density-mask-epochs-6-nonadaptive-seed0 python -m diffprune.cli.main train \
+    --method nonadaptive --seed 0 --epochs 2 --mask-epochs 6 --full-lr $NA_FULL_LR \
+    --mask-lr $NA_MASK_LR --density $density
   wait
 done

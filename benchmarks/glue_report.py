@@ -738,7 +738,8 @@ structured and unstructured diff pruning with those gates and the `longer` proto
 fixed-mask epochs (compare those with the last column: the same method and seed with the
 paper's gate settings), then structured with fast element gates but the paper's rate for its
 group gates (`--group-log-alpha-lr 0.1`), and last the three pruned methods with those gates at
-0.1% (compared with the density sweep's run at 0.1%);
+0.1% (three seeds), 0.25% and 1% (seed 0), each compared with the density sweep's run at that
+budget and seed;
 `glue_steps_diagnostic.sh` gives structured diff pruning 3x the fixed-mask epochs (seeds 0–2)
 and LoRA 4x the epochs, to see whether the runs that end best at their last step were still
 learning:
