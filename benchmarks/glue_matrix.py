@@ -7,7 +7,7 @@ resumes where it stopped:
     python benchmarks/glue_matrix.py sweep        # learning rate per method, on one task
     python benchmarks/glue_matrix.py matrix       # method x task x seed at the swept rates
     python benchmarks/glue_matrix.py density      # 0.1 / 0.25 / 0.5 / 1% for the diff methods
-                                                  # (seed 0; --seeds 3 for three)
+                                                  # on RTE, MRPC, STS-B (seed 0; --seeds 3)
     python benchmarks/glue_matrix.py fulldata --jobs 8 --deadline-minutes 60   # on a GPU
     python benchmarks/glue_matrix.py longer --tasks stsb   # every method, twice the passes
     python benchmarks/glue_matrix.py render       # summary.json, BENCHMARKS.md and the plots
@@ -397,7 +397,7 @@ def main() -> None:
         runs = by_priority(matrix_runs(methods, args.tasks or ("stsb",), args.seeds,
                                        chosen_rates(sweep), longer))
     elif args.kind == "density":
-        runs = density_runs([m for m in methods if m in PRUNED], args.tasks or ("stsb",),
+        runs = density_runs([m for m in methods if m in PRUNED], args.tasks or SEEDED_TASKS,
                             args.seeds, chosen_rates(sweep), density, matrix)
     else:
         runs = []
