@@ -182,10 +182,13 @@ def sweep_table(sweep: dict[str, list[dict]], chosen: dict) -> str:
 
 def density_seeds(density: dict[str, list[dict]]) -> dict[str, set[int]]:
     """task -> the seeds the density sweep ran on it."""
-    seeds: dict[str, set[int]] = {}
-    for r in (r for rs in density.values() for r in rs):
-        seeds.setdefault(r["task"], set()).add(r["seed"])
-    return seeds
+    return {task: {r["seed"] for r in rs}
+            for task, rs in by_task([r for rs in density.values() for r in rs]).items()}
+
+
+def at_sweep_seeds(runs: list[dict], seeds: dict[str, set[int]]) -> list[dict]:
+    """The runs at the seeds the density sweep ran on their task."""
+    return [r for r in runs if r["seed"] in seeds.get(r["task"], ())]
 
 
 def density_points(density: dict[str, list[dict]], matrix: dict[str, list[dict]]) -> dict:
@@ -197,8 +200,8 @@ def density_points(density: dict[str, list[dict]], matrix: dict[str, list[dict]]
         for r in density.get(method, []):
             (points.setdefault(method, {}).setdefault(r["density"], {})
              .setdefault(r["task"], []).append(score(r)))
-        for r in matrix.get(method, []):
-            if method in points and r["seed"] in seeds.get(r["task"], ()):
+        if method in points:
+            for r in at_sweep_seeds(matrix.get(method, []), seeds):
                 points[method].setdefault(0.005, {}).setdefault(r["task"], []).append(score(r))
     return points
 
@@ -599,17 +602,11 @@ def write_all(results: Path, rates: dict, data_dir: Path, write_markdown: bool =
     sweep = load_runs(results / "glue-sweep")
     density = load_runs(results / "glue-density")
     points = density_points(density, matrix)
-    seeds = density_seeds(density)
     figures = results / "figures"
     figures.mkdir(parents=True, exist_ok=True)
-    full_same_seeds = {}
-    for task, task_seeds in seeds.items():
-        same = [score(r) for r in matrix.get("full", [])
-                if r["task"] == task and r["seed"] in task_seeds]
-        if same:
-            full_same_seeds[task] = statistics.mean(same)
-    density_png = plot_density(points, full_same_seeds, floor,
-                               figures / "glue_density.png")
+    full = by_task(at_sweep_seeds(matrix.get("full", []), density_seeds(density)))
+    full_scores = {t: statistics.mean(map(score, rs)) for t, rs in full.items()}
+    density_png = plot_density(points, full_scores, floor, figures / "glue_density.png")
     layout_md = where_it_lands(matrix, figures / "glue_layout_structured.png")
     longer = load_runs(results / "glue-longer")
     runs = [r for rs in (*matrix.values(), *sweep.values(), *density.values(),
