@@ -45,8 +45,13 @@ from glue_report import flag_changes, flag_values, write_all
 
 HERE = Path(__file__).resolve().parent
 GLUE = HERE.parents[1] / "shared" / "data" / "glue"
-DIFF_METHODS = ("full", "diff-structured", "diff", "nonadaptive")
-PEER_METHODS = ("houlsby", "lora", "lora-matched", "bitfit", "last-layer")
+DIFF_METHODS = ("full", "diff-structured", "diff", "nonadaptive", "diff-structured-fixed",
+                "diff-fixed")
+PEER_METHODS = ("houlsby", "lora", "lora-pooler", "lora-matched", "bitfit", "last-layer")
+# Rows that run another row's method with other flags: the paper's fixed λ (the matrix's diff
+# rows before density control was the default) keep their own folders and rows.
+VARIANTS = {"diff-structured-fixed": ("diff-structured", ["--density-control", "fixed"]),
+            "diff-fixed": ("diff", ["--density-control", "fixed"])}
 PRUNED = ("diff-structured", "diff", "nonadaptive")
 TASKS = ("rte", "mrpc", "stsb", "cola", "sst2")
 SEEDED_TASKS = ("rte", "mrpc", "stsb")  # three seeds; the others one
@@ -62,11 +67,12 @@ BASE_RATES = {
     "nonadaptive": {"full_lr": 5e-5, "mask_lr": 1e-3},
     "houlsby": {"lr": 3e-4},
     "lora": {"lr": 5e-4},
+    "lora-pooler": {"lr": 5e-4},  # LoRA's swept rate: the same adapter, the pooler trained too
     "lora-matched": {"lr": 5e-4},
     "bitfit": {"lr": 1e-3},
     "last-layer": {"lr": 1e-4},
 }
-FIXED_RATES = {"diff-structured": {"head_lr": 1e-3}, "diff": {"head_lr": 1e-3}}
+FIXED_RATES = {m: {"head_lr": 1e-3} for m in ("diff-structured", "diff", *VARIANTS)}
 SWEEP_FACTORS = (1 / 3, 1.0, 3.0)
 
 
@@ -110,11 +116,12 @@ def command(run: Run, folder: Path, protocol: Protocol, match_bytes: int) -> lis
     rates = [f"--{k.replace('_', '-')}={v:.3g}"
              for k, v in {**run.rates, **FIXED_RATES.get(run.method, {})}.items()]
     if run.method in DIFF_METHODS:
-        epochs = (["--epochs", str(protocol.passes)] if run.method == "full"
+        method, variant = VARIANTS.get(run.method, (run.method, []))
+        epochs = (["--epochs", str(protocol.passes)] if method == "full"
                   else ["--epochs", "2", "--mask-epochs", str(protocol.passes - 2)])
         density = ["--density", str(run.density)] if run.density else []
-        return [sys.executable, "-m", "diffprune.cli.main", "train", "--method", run.method,
-                *common, *epochs, *rates, *density]
+        return [sys.executable, "-m", "diffprune.cli.main", "train", "--method", method,
+                *common, *epochs, *rates, *density, *variant]
     extra = ["--match-bytes", str(match_bytes)] if run.method == "lora-matched" else []
     python = ADAPTERS_PYTHON if run.method == "houlsby" else sys.executable
     return [python, str(HERE / "peers.py"), "--method", run.method, *common,
@@ -123,7 +130,7 @@ def command(run: Run, folder: Path, protocol: Protocol, match_bytes: int) -> lis
 
 def diff_bytes(task: str) -> int:
     """Bytes of a structured 0.5% task file for ``task`` (what lora-matched must match)."""
-    for path in sorted((RESULTS / "glue" / "diff-structured").glob(f"{task}-seed*.json")):
+    for path in sorted((RESULTS / "glue" / "diff-structured-fixed").glob(f"{task}-seed*.json")):
         return json.loads(path.read_text())["file_bytes"]
     return 313_755  # the README's RTE task file; 0.5% MiniLM task files take 310-320 kB
 
@@ -284,6 +291,10 @@ def chosen_rates(sweep_dir: Path) -> dict[str, dict[str, float]]:
         if results:
             best = max(results, key=lambda r: r["dev"][r["metric"]])
             chosen[method] = best["rates"]
+    # Rows that were not swept take the rates of the row they vary: the same tuning budget.
+    for variant, (method, _) in VARIANTS.items():
+        chosen[variant] = dict(chosen[method])
+    chosen["lora-pooler"] = dict(chosen["lora"])
     return chosen
 
 
@@ -320,7 +331,8 @@ def by_priority(runs: list[Run]) -> list[Run]:
     before other seeds, SST-2 (67k examples, 8 to 27 times each other task's) last, and within
     each the claim's own pair (full, structured) first, then the other pruned methods, then the
     peers."""
-    group = {"full": 0, "diff-structured": 0, "diff": 1, "nonadaptive": 1}
+    group = {"full": 0, "diff-structured": 0, "diff": 1, "nonadaptive": 1,
+             "diff-structured-fixed": 1, "diff-fixed": 1}
     return sorted(runs, key=lambda r: (r.task == "sst2", r.seed > 0, r.seed,
                                        group.get(r.method, 2), TASKS.index(r.task)))
 

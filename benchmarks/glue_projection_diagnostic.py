@@ -65,7 +65,7 @@ def deterministic_diffs(model) -> list[torch.Tensor]:
     with torch.no_grad():
         for site in model.sites:
             diff = gate(model.tensor(site, "log_alpha")) * model.tensor(site, "diff")
-            if model.config.structured:
+            if model.diffprune_config.structured:
                 diff = diff * gate(model.tensor(site, "group_log_alpha"))
             diffs.append(diff)
     return diffs
@@ -75,7 +75,7 @@ def group_gates(model) -> dict:
     """How sure the group gates are: per tensor P(z_g = 0) and P(0 < z_g < 1)."""
     from diffprune.gates import prob_nonzero, prob_one
 
-    if not model.config.structured:
+    if not model.diffprune_config.structured:
         return {}
     zero, partial = [], []
     with torch.no_grad():

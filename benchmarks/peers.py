@@ -4,9 +4,12 @@
         --output runs/peers/lora-rte
 
 Methods: ``bitfit`` (biases and head), ``last-layer`` (the last encoder layer, pooler and head),
-``lora`` (PEFT, rank 8 on query and value), ``lora-matched`` (PEFT, the rank whose stored size
-matches a 0.5% diff of the same model, ``--match-bytes``), ``houlsby`` (AdapterHub ``adapters``,
-``double_seq_bn``; it pins an older Transformers, so run this script from its own environment:
+``lora`` (PEFT, rank 8 on query and value: PEFT's default for sequence classification, which
+leaves BERT's pooler frozen), ``lora-pooler`` (the same, with the pooler trained in full as
+``modules_to_save``, as every other method here trains it), ``lora-matched`` (PEFT, the rank
+whose stored size matches a 0.5% diff of the same model, ``--match-bytes``), ``houlsby``
+(AdapterHub ``adapters``, ``double_seq_bn``; it pins an older Transformers, so run this script
+from its own environment:
 ``python -m venv .venv-adapters && .venv-adapters/bin/pip install torch==2.13.0 adapters -e .``).
 
 Data, loaders, the step loop, best-dev selection and metrics.json are diffprune's own, so only
@@ -30,7 +33,7 @@ from diffprune.training.recipe import make_accelerator, peak_memory_mb
 from diffprune.training.settings import TrainSettings
 from diffprune.training.stage import Stage, StageContext, run_stage
 
-PEERS = ("bitfit", "last-layer", "lora", "lora-matched", "houlsby")
+PEERS = ("bitfit", "last-layer", "lora", "lora-pooler", "lora-matched", "houlsby")
 BYTES_PER_VALUE = 4  # peers store float32 tensors (safetensors), as their libraries save them
 
 
@@ -61,7 +64,7 @@ def _is_head(name: str, head: list[str]) -> bool:
 
 def lora_rank(method: str, model: torch.nn.Module, head: list[str], match_bytes: int) -> int:
     """``lora``: rank 8; ``lora-matched``: the rank whose adapter + head fits ``match_bytes``."""
-    if method == "lora":
+    if method in ("lora", "lora-pooler"):
         return LORA_RANK
     head_bytes = sum(p.numel() for n, p in model.named_parameters() if _is_head(n, head)) * 4
     return lora_rank_for_bytes(model, match_bytes, head_bytes)
@@ -77,10 +80,12 @@ def prepare(method: str, model: torch.nn.Module, head: list[str], match_bytes: i
         prefix = _last_layer_prefix(model)
         _freeze_all_but(model, lambda n: prefix in n or ".pooler." in n or is_head(n))
         return model, {}
-    if method in ("lora", "lora-matched"):
+    if method in ("lora", "lora-pooler", "lora-matched"):
         from peft import LoraConfig, TaskType, get_peft_model
 
         head_modules = sorted({h.rsplit(".", 1)[0] for h in head})
+        if method == "lora-pooler":  # BERT's pooler was never trained for classification here
+            head_modules.append("pooler")
         rank = lora_rank(method, model, head, match_bytes)
         config = LoraConfig(task_type=TaskType.SEQ_CLS, r=rank, lora_alpha=2 * rank,
                             lora_dropout=0.1, target_modules=["query", "value"],

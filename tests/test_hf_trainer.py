@@ -1,12 +1,20 @@
-"""The Transformers Trainer drives diff pruning: penalty in the loss, groups, separate clipping."""
+"""The Transformers Trainer runs the whole method: both stages, honest arguments, no pickle."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from conftest import tiny_bert
 
-from diffprune import DiffPruneConfig, get_diffprune_model
-from diffprune.hf_trainer import DiffPruneTrainer
+from diffprune import (
+    DiffPruneConfig,
+    DiffPruneModel,
+    DiffPruneTrainer,
+    DiffPruneTrainingArguments,
+    TaskBank,
+    get_diffprune_model,
+    load_task,
+)
 
 
 class _Rows(torch.utils.data.Dataset):
@@ -22,31 +30,112 @@ class _Rows(torch.utils.data.Dataset):
         return {"input_ids": self.ids[i], "labels": self.labels[i]}
 
 
-def test_trainer_runs_stage_one_with_the_method_optimizer(tmp_path, monkeypatch):
-    from transformers import TrainingArguments
+def _args(tmp_path, **kw):
+    values = dict(output_dir=str(tmp_path), per_device_train_batch_size=8, num_train_epochs=2,
+                  mask_epochs=2, report_to=[], use_cpu=True, logging_steps=1)
+    values.update(kw)
+    return DiffPruneTrainingArguments(**values)
 
-    config = DiffPruneConfig(fused=False, diff_lr=1e-2, log_alpha_lr=0.1, l0_lambda=1e-3,
-                             log_alpha_max_grad_norm=0.5)
-    model = get_diffprune_model(tiny_bert(), config)
-    l0_before = model.expected_l0()
+
+def _model(**kw):
+    config = DiffPruneConfig(fused=False, density=0.05, **kw)
+    return get_diffprune_model(tiny_bert(), config)
+
+
+def test_one_train_call_runs_both_stages_and_honours_the_arguments(tmp_path, monkeypatch):
+    model = _model()
     clipped = []
-    original = type(model).clip_grad_norms
+    original = DiffPruneModel.clip_grad_norms
 
     def spy(self):
-        norms = original(self)
-        clipped.append(norms)
-        return norms
+        clipped.append(self.diffprune_config.diff_max_grad_norm)
+        return original(self)
 
-    monkeypatch.setattr(type(model), "clip_grad_norms", spy)
-    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=8,
-                             max_steps=3, report_to=[], save_strategy="no", use_cpu=True,
-                             logging_steps=1, max_grad_norm=5.0)
-    trainer = DiffPruneTrainer(model, args, train_dataset=_Rows())
+    monkeypatch.setattr(DiffPruneModel, "clip_grad_norms", spy)
+    args = _args(tmp_path, learning_rate=7e-3, weight_decay=0.01, max_grad_norm=0.5,
+                 mask_learning_rate=2e-3)
+    trainer = DiffPruneTrainer(model, args, train_dataset=_Rows(), eval_dataset=_Rows(8))
+    assert args.max_grad_norm == 0.5  # the caller's arguments are not changed
     trainer.train()
-    names = [g["name"] for g in trainer.optimizer.param_groups]
-    assert names == ["diff", "log_alpha", "head"]
-    lrs = {g["name"]: g["lr"] for g in trainer.optimizer.param_groups}
-    assert lrs["log_alpha"] == 0.1 and lrs["diff"] < 1e-2  # constant vs linear decay
-    assert len(clipped) == 3 and set(clipped[0]) == {"diff", "log_alpha"}
-    assert trainer.args.max_grad_norm == 0.0
-    assert model.expected_l0() < l0_before
+    assert set(trainer.stage_results) == {"l0", "mask"}
+    assert model.stage == "masked"
+    assert model.nonzero_count() == pytest.approx(0.05 * model.num_gated, abs=1)
+    # Stage 1 ran at the given rate, decay and clip; stage 2 at the fixed-mask rate.
+    assert clipped[:6] == [0.5] * 6 and len(clipped) == 12
+    assert trainer.stage_results["l0"].global_step == 6
+    groups = {g["name"]: g for g in trainer.optimizer.param_groups}
+    assert groups["diff"]["initial_lr"] == 2e-3 and groups["diff"]["weight_decay"] == 0.01
+    assert model.diffprune_config.diff_lr == 2e-3  # the task file records what the last stage used
+    assert trainer.density_trace and trainer.density_trace[0]["step"] == 1
+
+
+def test_learning_rate_changes_the_diff_rate(tmp_path):
+    rates = {}
+    for lr in (1e-3, 4e-3):
+        model = _model()
+        trainer = DiffPruneTrainer(model, _args(tmp_path, learning_rate=lr, max_steps=1,
+                                                mask_epochs=0), train_dataset=_Rows())
+        trainer.train()
+        rates[lr] = trainer.stage_results["l0"]
+        assert model.stage == "masked"
+        assert trainer.optimizer.param_groups[0]["initial_lr"] == lr
+
+
+@pytest.mark.parametrize("bad, named", [
+    ({"optim": "sgd"}, "optim='sgd'"),
+    ({"lr_scheduler_type": "cosine"}, "lr_scheduler_type"),
+    ({"save_strategy": "steps"}, "save_strategy='steps'"),
+    ({"eval_strategy": "epoch", "save_strategy": "epoch", "load_best_model_at_end": True},
+     "load_best_model_at_end"),
+])
+def test_arguments_the_method_cannot_honour_are_refused_by_name(tmp_path, bad, named):
+    with pytest.raises(ValueError, match=named):
+        DiffPruneTrainer(_model(), _args(tmp_path, **bad), train_dataset=_Rows())
+
+
+def test_save_model_writes_the_task_file_and_no_pickle(tmp_path):
+    model = _model()
+    trainer = DiffPruneTrainer(model, _args(tmp_path / "run", max_steps=2),
+                               train_dataset=_Rows())
+    trainer.train()
+    out = tmp_path / "saved"
+    trainer.save_model(str(out))
+    assert sorted(p.name for p in out.iterdir()) == ["diff.safetensors"]
+    assert not list((tmp_path / "run").rglob("*.bin")) and not list(tmp_path.rglob("*.pt"))
+    task = load_task(out)
+    assert task.task["labels"] == ["LABEL_0", "LABEL_1"]
+    assert task.nonzeros == model.nonzero_count()
+
+
+def test_best_evaluation_of_the_fixed_mask_stage_is_kept(tmp_path):
+    model = _model()
+    args = _args(tmp_path, eval_strategy="epoch", metric_for_best_model="loss", mask_epochs=3,
+                 mask_learning_rate=0.5)  # a rate so high that later epochs get worse
+    trainer = DiffPruneTrainer(model, args, train_dataset=_Rows(), eval_dataset=_Rows(8))
+    trainer.train()
+    evals = [h["eval_loss"] for h in trainer.state.log_history if "eval_loss" in h]
+    assert len(evals) == 3
+    assert trainer.evaluate()["eval_loss"] == pytest.approx(min(evals), rel=1e-5)
+
+
+def test_saved_task_reloads_into_model_bank_and_merge_with_the_same_logits(tmp_path):
+    model = _model()
+    trainer = DiffPruneTrainer(model, _args(tmp_path, max_steps=3), train_dataset=_Rows())
+    trainer.train()
+    model.save_pretrained(tmp_path / "task")
+    ids = _Rows(5).ids
+    torch.manual_seed(0)
+    reloaded = DiffPruneModel.from_pretrained(tiny_bert(), tmp_path / "task").eval()
+    with torch.no_grad():
+        logits = reloaded(input_ids=ids).logits
+    torch.manual_seed(0)
+    bank = TaskBank(tiny_bert())
+    bank.add("t", tmp_path / "task")
+    with bank.use("t") as m, torch.no_grad():
+        bank_logits = m(input_ids=ids).logits
+    assert bank.active is None  # restored
+    merged = reloaded.merge_and_unload().eval()
+    with torch.no_grad():
+        merged_logits = merged(input_ids=ids).logits
+    assert torch.allclose(logits, bank_logits, atol=1e-5)
+    assert torch.allclose(logits, merged_logits, atol=1e-5)

@@ -205,7 +205,8 @@ def test_paper_penalty_form_is_the_product():
     n0 = site.param.numel()
     rest = wrapped.num_gated - n0
     expected = 0.9933071 * (0.5 * n0 + 0.9933071 * rest)
-    assert float(wrapped.penalty()) / wrapped.config.l0_lambda == pytest.approx(expected, rel=1e-5)
+    penalty = float(wrapped.penalty()) / wrapped.diffprune_config.l0_lambda
+    assert penalty == pytest.approx(expected, rel=1e-5)
 
 
 @pytest.mark.parametrize("group_lr", [None, 0.01])

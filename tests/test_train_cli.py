@@ -52,16 +52,29 @@ def test_methods_write_task_file_metrics_and_log(tmp_path, tiny_base_dir, method
     log = (out / "train.log").read_text()
     assert all(s in log for s in [*stages, "fixed-mask", "task file:"])
     if method != "nonadaptive":
-        assert 0 < metrics["density_before_projection"] <= 1
-        # 12 L0 steps leave the gates almost as open as they started: the run says so.
-        assert metrics["density_before_projection"] > 0.5
-        assert "still expected nonzero" in log and metrics["warnings"]
+        # Density control steers 12 L0 steps towards 2x the 5% budget: no open-gates warning.
+        assert metrics["density_target"] == pytest.approx(0.1)
+        assert 0 < metrics["density_before_projection"] < 0.5
+        assert "still expected nonzero" not in log and "warnings" not in metrics
+        trace = metrics["density_trace"]
+        assert [t["step"] for t in trace] == [1]  # every 25 steps, and the first
+        assert "expected density" in log and "drift" in log
     else:
         assert "dev_after_finetuning" in metrics
     assert not (out / "checkpoint").exists()  # a finished run keeps no training state
     saved = json.loads((out / "config.json").read_text())
     assert saved["train"]["method"] == method and saved["diffprune"]["density"] == 0.05
     assert "task file:" in capsys.readouterr().out
+
+
+def test_fixed_lambda_leaves_the_gates_open_and_says_so(tmp_path, tiny_base_dir):
+    out = tmp_path / "fixed"
+    assert _train(tiny_base_dir, out, "--density-control", "fixed") == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    # The paper's constant λ: 12 L0 steps leave the gates almost as open as they started.
+    assert metrics["density_before_projection"] > 0.5 and "density_trace" not in metrics
+    assert "still expected nonzero" in (out / "train.log").read_text() and metrics["warnings"]
+    assert metrics["l0_log_alpha_lr"] == 0.1  # the configured rate, not raised
 
 
 def test_open_gates_warning_only_past_ten_times_the_budget():
@@ -148,7 +161,8 @@ def test_resume_continues_a_killed_run_to_the_same_result(tmp_path, tiny_base_di
     assert main(["train", "--resume", str(killed)]) == 0
     _same_task(whole, killed)
     a, b = (json.loads((d / "metrics.json").read_text()) for d in (whole, killed))
-    for key in ("dev", "dev_after_l0", "dev_after_projection", "best_step", "l0_last_loss"):
+    for key in ("dev", "dev_after_l0", "dev_after_projection", "best_step", "l0_last_loss",
+                "density_before_projection", "l0_final_drift", "density_trace"):
         assert a[key] == b[key], key
 
 

@@ -1,23 +1,52 @@
-"""diffprune: parameter-efficient transfer learning by diff pruning (Guo, Rush, Kim, ACL 2021)."""
+"""diffprune: parameter-efficient transfer learning by diff pruning (Guo, Rush, Kim, ACL 2021).
+
+The PEFT-shaped entry points: ``DiffPruneConfig`` and ``get_diffprune_model`` wrap a model;
+``DiffPruneTrainer`` with ``DiffPruneTrainingArguments`` trains both stages; ``save_pretrained`` /
+``DiffPruneModel.from_pretrained`` and ``save_task`` / ``load_task`` handle task files;
+``TaskBank`` serves many tasks on one base. The Trainer pieces load Transformers' Trainer on first
+use, so ``import diffprune`` stays light.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
+__version__ = "0.1.0"  # before the imports: task_file records it
+
+from diffprune.bank import TaskBank
 from diffprune.config import DiffPruneConfig
+from diffprune.data_paths import default_model_path
 from diffprune.gates import HardConcrete
 from diffprune.model import DiffPruneModel, get_diffprune_model
 from diffprune.nonadaptive import nonadaptive_from_finetuned
 from diffprune.optim import build_optimizer
 from diffprune.targets import find_head_names
+from diffprune.task_file import load_task, save_task
 
-__version__ = "0.1.0"
+_LAZY = {"DiffPruneTrainer", "DiffPruneTrainingArguments"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from diffprune import hf_trainer
+
+        return getattr(hf_trainer, name)
+    raise AttributeError(f"module 'diffprune' has no attribute {name!r}")
+
 
 __all__ = [
     "DiffPruneConfig",
     "DiffPruneModel",
+    "DiffPruneTrainer",
+    "DiffPruneTrainingArguments",
     "HardConcrete",
+    "TaskBank",
     "build_optimizer",
+    "default_model_path",
     "find_head_names",
     "get_diffprune_model",
+    "load_task",
     "nonadaptive_from_finetuned",
+    "save_task",
     "__version__",
 ]

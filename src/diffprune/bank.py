@@ -11,8 +11,10 @@ a half-applied diff.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -228,7 +230,69 @@ class TaskBank:
         module._parameters[attr] = param
         return old
 
+    @contextlib.contextmanager
+    def use(self, name: str) -> Iterator[nn.Module]:
+        """``with bank.use("rte") as model:`` computes task ``name`` inside the block, then
+        restores whichever task (or the pristine base) was active before. Holds the lock."""
+        with self._lock:
+            previous = self._active
+            self.activate(name)
+            try:
+                yield self.model
+            finally:
+                self._restore(previous)
+
+    @contextlib.contextmanager
+    def disabled(self) -> Iterator[nn.Module]:
+        """``with bank.disabled() as model:`` gives the pristine base, bit for bit, inside the
+        block (PEFT's ``disable_adapter``), then restores the task that was active."""
+        with self._lock:
+            previous = self._active
+            self._revert()
+            try:
+                yield self.model
+            finally:
+                self._restore(previous)
+
+    def _restore(self, name: str | None) -> None:
+        if name is None:
+            self._revert()
+        else:
+            self.activate(name)
+
     # ----------------------------------------------------------------- inference
+    @torch.no_grad()
+    def __call__(self, task_names: list[str], **inputs: torch.Tensor) -> Any:
+        """A batch whose rows belong to different tasks (PEFT's ``adapter_names``).
+
+        Returns the model's output type with one row per input, in input order (tensor fields
+        with a batch dimension are gathered back; a loss, which would mix tasks, is dropped).
+        Every name must be loaded; the first unknown one is named in the error.
+        """
+        for name in dict.fromkeys(task_names):
+            self._get(name)
+        rows = len(task_names)
+        for key, value in inputs.items():
+            if value.shape[0] != rows:
+                raise ValueError(f"{key} has {value.shape[0]} rows but {rows} task names given")
+        groups: list[tuple[list[int], Any]] = []
+        with self._lock:
+            previous = self._active
+            try:
+                for task in dict.fromkeys(task_names):
+                    index = [i for i, t in enumerate(task_names) if t == task]
+                    self.activate(task)
+                    groups.append((index, self.model(**{k: v[index] for k, v in inputs.items()})))
+            finally:
+                self._restore(previous)
+        order = torch.tensor([i for index, _ in groups for i in index]).argsort()
+        first = groups[0][1]
+        fields = {}
+        for key, value in first.items():
+            if isinstance(value, torch.Tensor) and value.dim() > 0 and key != "loss":
+                fields[key] = torch.cat([out[key] for _, out in groups])[order]
+        return type(first)(**fields)
+
     @torch.no_grad()
     def forward(self, task: str, **inputs: Any) -> Any:
         """The model's output for a batch of one task."""

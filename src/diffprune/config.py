@@ -1,7 +1,10 @@
 """The method's configuration: one dataclass, the single source of truth.
 
-Every default is the paper's (see SPEC §2–§5). The same object is saved with each task and will
-generate the command-line flags, so every field carries help text in its metadata.
+The defaults are the built-in recipe (``recipes/default.json`` writes them out): the paper's gate
+(hard-concrete on [-1.5, 1.5], log-alpha 5 at the start, λ 1.25e-7), with density control and the
+learning rates measured on the bundled base; ``recipes/paper.json`` is the paper's exact setting
+(docs/method.md says where the two differ and why). The same object is saved with each task and
+generates the command-line flags, so every field carries help text in its metadata.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 PenaltyForm = Literal["code", "paper"]
+DensityControl = Literal["target", "fixed"]
 
 
 def _field(default: Any, help: str, **kwargs: Any) -> Any:
@@ -24,7 +28,7 @@ def _field(default: Any, help: str, **kwargs: Any) -> Any:
 class DiffPruneConfig:
     """How a model is turned into a base plus a sparse, gated diff.
 
-    Attributes are documented through their ``metadata["help"]``; see ``describe()``.
+    Attributes are documented through their ``metadata["help"]`` (the CLI's flag help).
     """
 
     structured: bool = _field(
@@ -37,8 +41,28 @@ class DiffPruneConfig:
         "sum_g P(z_g>0) * sum_i P(z_i>0) of the paper's text.",
     )
     l0_lambda: float = _field(
-        1.25e-7, "Weight of the expected-L0 penalty (a plain sum over gates)."
+        1.25e-7, "Weight of the expected-L0 penalty in the loss (a plain sum over gates)."
     )
+    density_control: DensityControl = _field(
+        "target", "'target': a multiplier, applied as a decoupled step on the log-alphas, "
+        "steers the expected density along a schedule to target_multiple x density "
+        "(density_control.py); 'fixed': the paper's constant l0_lambda alone.")
+    target_multiple: float = _field(
+        2.0, "Stage 1's final density target, as a multiple of the projection's density.")
+    target_start: float = _field(
+        0.0, "Fraction of stage 1 during which the target stays at the start density (the "
+        "diff trains densely first).")
+    target_warmup: float = _field(
+        0.7, "Fraction of stage 1 by which the target reaches its final value (then held).")
+    multiplier_gain: float = _field(
+        0.2, "Density control's proportional action: logits of drift per step per logit of "
+        "density error.")
+    multiplier_lr: float = _field(
+        0.002, "Density control's integral action: change of the drift per step per logit of "
+        "density error.")
+    gate_speed_headroom: float = _field(
+        2.0, "With density control, the element gates' lr is at least this many times the "
+        "schedule's pace in logits per step (0 = use log_alpha_lr as given).")
     init_log_alpha: float = _field(5.0, "Initial log-alpha of every gate (P(z>0) ~ 0.993).")
     stretch_left: float = _field(-1.5, "Left end l of the hard-concrete stretch interval.")
     stretch_right: float = _field(1.5, "Right end r of the hard-concrete stretch interval.")
@@ -57,16 +81,23 @@ class DiffPruneConfig:
         "Regexes naming the task head (trained densely, stored in full). Empty = found from the "
         "model: for Transformers models, everything outside the base model.",
     )
-    diff_lr: float = _field(1e-5, "Learning rate of the diff vector w (linear decay).")
-    log_alpha_lr: float = _field(0.1, "Learning rate of every log-alpha (constant).")
+    diff_lr: float = _field(
+        3e-4, "L0 stage: learning rate of the diff vector w (linear decay; the paper: 1e-5).")
+    log_alpha_lr: float = _field(
+        0.1, "L0 stage: learning rate of every log-alpha (constant; raised to keep pace under "
+        "density control, see gate_speed_headroom).")
     group_log_alpha_lr: float | None = _field(
         None, "Learning rate of the structured variant's group log-alphas (constant); None = "
         "log_alpha_lr, as in the paper. A diagnostic knob: BENCHMARKS.md measures it.")
-    head_lr: float | None = _field(None, "Learning rate of the dense task head; None = diff_lr.")
-    diff_max_grad_norm: float = _field(1.0, "Gradient-norm clip of w and the head; 0 = none.")
-    log_alpha_max_grad_norm: float = _field(1.0, "Gradient-norm clip of log-alpha; 0 = none.")
+    head_lr: float | None = _field(
+        1e-3, "L0 stage: learning rate of the dense task head; None = diff_lr (the paper).")
+    diff_max_grad_norm: float = _field(
+        1.0, "L0 and fixed-mask stages: gradient-norm clip of w and the head; 0 = none.")
+    log_alpha_max_grad_norm: float = _field(
+        1.0, "L0 stage: gradient-norm clip of log-alpha; 0 = none.")
     adam_eps: float = _field(1e-8, "AdamW epsilon (it interacts with the tiny penalty gradient).")
-    weight_decay: float = _field(0.0, "AdamW weight decay of w and the head.")
+    weight_decay: float = _field(
+        0.0, "L0 and fixed-mask stages: AdamW weight decay of w and the head.")
 
     def __post_init__(self) -> None:
         if self.structured_penalty not in ("code", "paper"):
@@ -85,6 +116,20 @@ class DiffPruneConfig:
         if not 0.0 < self.density <= 1.0:
             raise ValueError(f"density must be in (0, 1], got {self.density}")
         for name in ("l0_lambda", "weight_decay", "diff_max_grad_norm", "log_alpha_max_grad_norm"):
+            value = getattr(self, name)
+            if not (value >= 0 and math.isfinite(value)):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+        if self.density_control not in ("target", "fixed"):
+            raise ValueError(f"density_control must be 'target' or 'fixed', got "
+                             f"{self.density_control!r}")
+        if not (math.isfinite(self.target_multiple) and self.target_multiple >= 1.0):
+            raise ValueError(f"target_multiple must be a finite number >= 1, got "
+                             f"{self.target_multiple}")
+        if not 0.0 <= self.target_start < self.target_warmup <= 1.0:
+            raise ValueError("target_start and target_warmup must satisfy 0 <= target_start < "
+                             f"target_warmup <= 1, got {self.target_start} and "
+                             f"{self.target_warmup}")
+        for name in ("multiplier_lr", "multiplier_gain", "gate_speed_headroom"):
             value = getattr(self, name)
             if not (value >= 0 and math.isfinite(value)):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value}")
@@ -107,8 +152,3 @@ class DiffPruneConfig:
         if unknown:
             raise ValueError(f"unknown DiffPruneConfig fields: {', '.join(unknown)}")
         return cls(**values)
-
-    @staticmethod
-    def describe() -> dict[str, str]:
-        """Field name -> help text, for generated CLI flags and docs."""
-        return {f.name: f.metadata["help"] for f in dataclasses.fields(DiffPruneConfig)}

@@ -29,5 +29,5 @@ def task_from_model(model: DiffPruneModel, task: dict[str, Any] | None = None,
     params = dict(model.base_model.named_parameters())
     head = {name: params[name].detach().cpu().float() for name in model.head_names}
     base_fp = fingerprint((site.name, model.tensor(site, "base")) for site in model.sites)
-    return TaskDiff(diffs, head, task=dict(task or {}), config=model.config.to_dict(),
+    return TaskDiff(diffs, head, task=dict(task or {}), config=model.diffprune_config.to_dict(),
                     metrics=dict(metrics or {}), base={**(base or {}), "fingerprint": base_fp})

@@ -16,6 +16,9 @@ works unchanged.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -44,13 +47,15 @@ class DiffPruneModel(nn.Module):
                  missing_keys: list[str] | None = None) -> None:
         super().__init__()
         self.base_model = model
-        self.config = config or DiffPruneConfig()
-        self.hc = HardConcrete.from_config(self.config)
-        sites, head = split_sites(model, self.config, missing_keys)
+        self.diffprune_config = config or DiffPruneConfig()
+        self.hc = HardConcrete.from_config(self.diffprune_config)
+        sites, head = split_sites(model, self.diffprune_config, missing_keys)
         self.sites: list[TensorSite] = sites
         self.head_names: list[str] = [s.name for s in head]
         self.stage = "gated"
         self._last_l0: torch.Tensor | None = None
+        self._last_kept: torch.Tensor | None = None
+        self._disabled = False
         for p in model.parameters():
             p.requires_grad_(False)
         for site in head:
@@ -58,6 +63,13 @@ class DiffPruneModel(nn.Module):
         for site in sites:
             self._detach_base(site)
             self._add_gates(site)
+
+    @property
+    def config(self) -> Any:
+        """The wrapped model's own config (a Transformers ``PretrainedConfig``, or None), as PEFT
+        models expose it: the Trainer and generation code read it. The method's settings are
+        ``diffprune_config``."""
+        return getattr(self.base_model, "config", None)
 
     # ----------------------------------------------------------------- per-tensor state
     @staticmethod
@@ -91,11 +103,11 @@ class DiffPruneModel(nn.Module):
         module, attr = site.owners[0]
         theta = self.tensor(site, "base")
         w = torch.zeros(theta.shape, dtype=torch.float32, device=theta.device)
-        log_alpha = torch.full_like(w, self.config.init_log_alpha)
+        log_alpha = torch.full_like(w, self.diffprune_config.init_log_alpha)
         module.register_parameter(f"{PREFIX}{attr}_diff", nn.Parameter(w))
         module.register_parameter(f"{PREFIX}{attr}_log_alpha", nn.Parameter(log_alpha))
-        if self.config.structured:
-            group = torch.tensor(self.config.init_log_alpha, device=theta.device)
+        if self.diffprune_config.structured:
+            group = torch.tensor(self.diffprune_config.init_log_alpha, device=theta.device)
             module.register_parameter(f"{PREFIX}{attr}_group_log_alpha", nn.Parameter(group))
 
     def _apply(self, fn, recurse: bool = True):  # keep the plain weight attributes on the device
@@ -116,24 +128,32 @@ class DiffPruneModel(nn.Module):
             raise RuntimeError("this DiffPruneModel was merged; use the model merge returned")
         for site in self.sites:  # free last step's weights before making new ones
             self._point_owners(site, self.tensor(site, "base"))
+        if self._disabled:
+            return
         if self.stage == "masked":
             for site in self.sites:
                 weight = masked_weight(self.tensor(site, "base"), self.tensor(site, "indices"),
                                        self.tensor(site, "values"))
                 self._point_owners(site, weight)
             return
-        total = None
+        total = kept = None
         for site in self.sites:
             group_log_alpha = (self.tensor(site, "group_log_alpha")
-                               if self.config.structured else None)
+                               if self.diffprune_config.structured else None)
             group_gate = None if group_log_alpha is None else sample_gate(group_log_alpha, self.hc)
-            weight, l0 = gated_weight(self.tensor(site, "base"), self.tensor(site, "diff"),
-                                      self.tensor(site, "log_alpha"), group_gate, self.hc,
-                                      self.config.fused)
+            weight, element_l0 = gated_weight(self.tensor(site, "base"), self.tensor(site, "diff"),
+                                              self.tensor(site, "log_alpha"), group_gate, self.hc,
+                                              self.diffprune_config.fused)
             self._point_owners(site, weight)
-            l0 = self._tensor_l0(site, l0)
+            l0 = self._tensor_l0(site, element_l0)
             total = l0 if total is None else total + l0
+            # The expected density's numerator, from the sums this pass computed anyway.
+            count = element_l0.detach()
+            if group_log_alpha is not None:
+                count = count * prob_nonzero(group_log_alpha.detach(), self.hc)
+            kept = count if kept is None else kept + count
         self._last_l0 = total
+        self._last_kept = kept
 
     # ----------------------------------------------------------------- the L0 term
     def penalty(self) -> torch.Tensor:
@@ -142,7 +162,20 @@ class DiffPruneModel(nn.Module):
             return torch.zeros((), device=self.tensor(self.sites[0], "base").device)
         if self._last_l0 is None:
             raise RuntimeError("penalty() needs a forward pass first; it reuses that pass's gates")
-        return self.config.l0_lambda * self._last_l0
+        return self.diffprune_config.l0_lambda * self._last_l0
+
+    @torch.no_grad()
+    def drift_gates(self, amount: float) -> None:
+        """Move every element log-alpha down by ``amount`` (up, if negative): density control's
+        step, the natural-gradient step of amount * E[L0] (see density_control.py)."""
+        if amount != 0:
+            torch._foreach_add_([self.tensor(s, "log_alpha") for s in self.sites], -amount)
+
+    def last_density(self) -> float:
+        """Expected density of the gates the last forward used (no extra pass over the gates)."""
+        if self._last_kept is None:
+            raise RuntimeError("last_density() needs a forward pass in stage 1 first")
+        return float(self._last_kept) / self.num_gated
 
     @torch.no_grad()
     def expected_l0(self) -> float:
@@ -153,10 +186,10 @@ class DiffPruneModel(nn.Module):
 
     def _tensor_l0(self, site: TensorSite, element_l0: torch.Tensor) -> torch.Tensor:
         """One tensor's E[L0] in the configured form, given sum_i P(z_i > 0) of its elements."""
-        if not self.config.structured:
+        if not self.diffprune_config.structured:
             return element_l0
         p_group = prob_nonzero(self.tensor(site, "group_log_alpha"), self.hc)
-        if self.config.structured_penalty == "paper":
+        if self.diffprune_config.structured_penalty == "paper":
             return element_l0 * p_group  # sum_i P(z_i > 0) P(z_g > 0)
         return element_l0 + p_group  # the authors' code: each group gate counted once
 
@@ -168,7 +201,7 @@ class DiffPruneModel(nn.Module):
         kept = 0.0
         for site in self.sites:
             count = prob_nonzero(self.tensor(site, "log_alpha"), self.hc).sum()
-            if self.config.structured:
+            if self.diffprune_config.structured:
                 count = count * prob_nonzero(self.tensor(site, "group_log_alpha"), self.hc)
             kept += float(count)
         return kept / self.num_gated
@@ -184,11 +217,12 @@ class DiffPruneModel(nn.Module):
         return sum(self.tensor(site, "indices").numel() for site in self.sites)
 
     # ----------------------------------------------------------------- optimisation
-    def param_groups(self) -> list[dict[str, Any]]:
+    def param_groups(self, lrs: dict[str, float] | None = None) -> list[dict[str, Any]]:
         """Optimizer groups with the config's learning rates: diff, log_alpha, head, and
         group_log_alpha where ``group_log_alpha_lr`` is set (else the group gates are in
-        log_alpha, as in the paper)."""
-        c = self.config
+        log_alpha, as in the paper). ``lrs`` overrides rates by group name (the fixed-mask
+        stage's own rate, without changing the config the L0 stage used)."""
+        c = self.diffprune_config
         head_names = set(self.head_names)
         head = [p for n, p in self.base_model.named_parameters()
                 if n in head_names and p.requires_grad]
@@ -211,6 +245,8 @@ class DiffPruneModel(nn.Module):
             {"name": "head", "params": head, "lr": c.head_lr or c.diff_lr,
              "weight_decay": c.weight_decay},
         ]
+        for group in groups:
+            group["lr"] = (lrs or {}).get(group["name"], group["lr"])
         return [g for g in groups if g["params"]]
 
     def clip_grad_norms(self) -> dict[str, float]:
@@ -218,10 +254,10 @@ class DiffPruneModel(nn.Module):
         norms = {}
         groups = {g["name"]: g["params"] for g in self.param_groups()}
         clips = {"diff": (groups.get("diff", []) + groups.get("head", []),
-                          self.config.diff_max_grad_norm),
+                          self.diffprune_config.diff_max_grad_norm),
                  # every gate's log-alpha under one clip, whatever its learning rate
                  "log_alpha": (groups.get("log_alpha", []) + groups.get("group_log_alpha", []),
-                               self.config.log_alpha_max_grad_norm)}
+                               self.diffprune_config.log_alpha_max_grad_norm)}
         for name, (params, max_norm) in clips.items():
             params = [p for p in params if p.grad is not None]
             if params:
@@ -241,9 +277,9 @@ class DiffPruneModel(nn.Module):
         for site in self.sites:
             zero = torch.zeros_like(self.tensor(site, "diff"))
             group_gate = (sample_gate(self.tensor(site, "group_log_alpha"), self.hc)
-                          if self.config.structured else None)
+                          if self.diffprune_config.structured else None)
             diff, _ = gated_weight(zero, self.tensor(site, "diff"), self.tensor(site, "log_alpha"),
-                                   group_gate, self.hc, self.config.fused)
+                                   group_gate, self.hc, self.diffprune_config.fused)
             diffs.append(diff)
         return diffs
 
@@ -265,7 +301,7 @@ class DiffPruneModel(nn.Module):
         scores = []
         for site in self.sites:
             score = logsigmoid(self.tensor(site, "log_alpha") - self.hc.l0_shift)
-            if self.config.structured:
+            if self.diffprune_config.structured:
                 score = score + logsigmoid(self.tensor(site, "group_log_alpha") - self.hc.l0_shift)
             scores.append(score)
         return scores
@@ -283,13 +319,13 @@ class DiffPruneModel(nn.Module):
             if diff.shape != site.param.shape:
                 raise ValueError(f"diff for {site.name} has shape {tuple(diff.shape)}, "
                                  f"expected {tuple(site.param.shape)}")
-        k = budget(self.config.density if density is None else density, self.num_gated)
+        k = budget(self.diffprune_config.density if density is None else density, self.num_gated)
         positions = global_topk(diffs, k, tie_scores)
         for site, diff, idx in zip(self.sites, diffs, positions):
             values = diff.reshape(-1).float()[idx].clone()
             self.set_sparse(site, idx, values)
         self.stage = "masked"
-        self._last_l0 = None
+        self._last_l0 = self._last_kept = None
         return k
 
     def set_sparse(self, site: TensorSite, indices: torch.Tensor, values: torch.Tensor) -> None:
@@ -297,7 +333,10 @@ class DiffPruneModel(nn.Module):
         module, attr = site.owners[0]
         self._drop(site, "diff", "log_alpha", "group_log_alpha", "values", "indices")
         module.register_buffer(f"{PREFIX}{attr}_indices", indices.to(torch.long), persistent=True)
-        module.register_parameter(f"{PREFIX}{attr}_values", nn.Parameter(values.float()))
+        # A tensor whose diff kept no entry has nothing to train: a trainable empty parameter
+        # would get no gradient, which DDP treats as an error on every process.
+        module.register_parameter(f"{PREFIX}{attr}_values",
+                                  nn.Parameter(values.float(), requires_grad=values.numel() > 0))
 
     @torch.no_grad()
     def load_masked_state(self, state: dict[str, torch.Tensor]) -> None:
@@ -310,11 +349,15 @@ class DiffPruneModel(nn.Module):
         for site in self.sites:
             module, attr = site.owners[0]
             key = f"{names[id(module)]}.{PREFIX}{attr}"
-            if f"{key}_indices" not in state or f"{key}_values" not in state:
+            indices = state.get(f"{key}_indices")
+            values = state.get(f"{key}_values")
+            if values is None and indices is not None and indices.numel() == 0:
+                values = torch.zeros(0)  # an emptied tensor: not trainable, so not saved
+            if indices is None or values is None:
                 raise KeyError(f"the state has no fixed-mask diff for {site.name}")
-            self.set_sparse(site, state[f"{key}_indices"], state[f"{key}_values"])
+            self.set_sparse(site, indices, values)
         self.stage = "masked"
-        self._last_l0 = None
+        self._last_l0 = self._last_kept = None
         self.load_state_dict(state, strict=False)
 
     # ----------------------------------------------------------------- merge
@@ -337,9 +380,43 @@ class DiffPruneModel(nn.Module):
         self.stage = "merged"
         return self.base_model
 
+    @contextlib.contextmanager
+    def disable_adapter(self) -> Iterator[None]:
+        """Inside the block the model computes the pristine base weights (no diff); the task
+        head stays as it is, since it has no pretrained value to return to."""
+        if self.stage == "merged":
+            raise RuntimeError("this DiffPruneModel was merged; there is no diff to disable")
+        previous, self._disabled = self._disabled, True
+        try:
+            yield
+        finally:
+            self._disabled = previous
+
+    # ----------------------------------------------------------------- files
+    def save_pretrained(self, directory: str | Path, **kwargs: Any) -> Path:
+        """Write the task file ``directory/diff.safetensors`` (see ``pretrained.save_pretrained``:
+        labels and problem type come from the model's config unless given)."""
+        from diffprune.pretrained import save_pretrained  # the files layer, above this one
+
+        return save_pretrained(self, directory, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, base_model: nn.Module, path: str | Path,
+                        config: DiffPruneConfig | None = None) -> DiffPruneModel:
+        """``base_model`` with a saved task's diff and head, in the fixed-mask stage."""
+        from diffprune.pretrained import from_pretrained
+
+        return from_pretrained(base_model, path, config)
+
     def print_trainable_parameters(self) -> str:
+        """PEFT's line (trainable params, all params, trainable%), then the method's own."""
         trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
-        line = (f"stage: {self.stage} | gated: {self.num_gated:,} in {len(self.sites)} tensors | "
+        frozen = sum(b.numel() for n, b in self.named_buffers() if n.endswith("_base"))
+        frozen += sum(p.numel() for p in self.base_model.parameters() if not p.requires_grad)
+        total = trainable + frozen
+        line = (f"trainable params: {trainable:,} || all params: {total:,} || "
+                f"trainable%: {100 * trainable / max(1, total):.4f}\n"
+                f"stage: {self.stage} | gated: {self.num_gated:,} in {len(self.sites)} tensors | "
                 f"head: {len(self.head_names)} tensors | trainable: {trainable:,}")
         print(line)
         return line

@@ -36,9 +36,10 @@ def adamw(params, **kwargs) -> torch.optim.AdamW:
     return torch.optim.AdamW(params, fused=fused or None, **kwargs)
 
 
-def make_optimizer(model: DiffPruneModel) -> torch.optim.AdamW:
-    """AdamW over ``model.param_groups()`` (each group carries its name and learning rate)."""
-    return adamw(model.param_groups(), eps=model.config.adam_eps)
+def make_optimizer(model: DiffPruneModel, betas: tuple[float, float] = (0.9, 0.999),
+                   lrs: dict[str, float] | None = None) -> torch.optim.AdamW:
+    """AdamW over ``model.param_groups(lrs)`` (each group carries its name and learning rate)."""
+    return adamw(model.param_groups(lrs), eps=model.diffprune_config.adam_eps, betas=betas)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, num_training_steps: int,
@@ -50,8 +51,9 @@ def make_scheduler(optimizer: torch.optim.Optimizer, num_training_steps: int,
     return LambdaLR(optimizer, lambdas)
 
 
-def build_optimizer(model: DiffPruneModel, num_training_steps: int,
-                    warmup_steps: int = 0) -> tuple[torch.optim.AdamW, LambdaLR]:
-    """The optimiser and its schedule for ``num_training_steps`` steps."""
-    optimizer = make_optimizer(model)
+def build_optimizer(model: DiffPruneModel, num_training_steps: int, warmup_steps: int = 0,
+                    lrs: dict[str, float] | None = None) -> tuple[torch.optim.AdamW, LambdaLR]:
+    """The optimiser and its schedule for ``num_training_steps`` steps (``lrs``: rates by group
+    name, overriding the config's)."""
+    optimizer = make_optimizer(model, lrs=lrs)
     return optimizer, make_scheduler(optimizer, num_training_steps, warmup_steps)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from diffprune.cli.args import add_dataclass_flags, build_dataclass
 from diffprune.config import DiffPruneConfig
+from diffprune.training.presets import load_recipe, recipe_path
 from diffprune.training.settings import TrainSettings
 
 
@@ -37,12 +38,17 @@ def _read_config_file(path: Path | None) -> dict:
 
 
 def settings_from_args(args: argparse.Namespace) -> tuple[DiffPruneConfig, TrainSettings]:
+    """Recipe, then --config file, then flags: each overrides the one before."""
     file = _read_config_file(args.config)
+    name = getattr(args, "recipe", None) or file.get("train", {}).get("recipe")
+    base = load_recipe(name) if name else {"diffprune": {}, "train": {}}
+    for section in ("diffprune", "train"):
+        base[section].update(file.get(section, {}))
     try:
-        settings = build_dataclass(TrainSettings, args, file.get("train"))
-        config = build_dataclass(DiffPruneConfig, args, file.get("diffprune"))
+        settings = build_dataclass(TrainSettings, args, base["train"])
+        config = build_dataclass(DiffPruneConfig, args, base["diffprune"])
     except TypeError as err:  # an unknown key in the config file
-        raise ValueError(f"{args.config}: {err}") from err
+        raise ValueError(f"{args.config or recipe_path(name)}: {err}") from err
     if "structured" in vars(args) and settings.method in ("diff", "diff-structured") and \
             args.structured != (settings.method == "diff-structured"):
         raise ValueError(f"--method {settings.method} contradicts --"

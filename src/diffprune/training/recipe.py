@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from diffprune.bank import TaskBank
 from diffprune.config import DiffPruneConfig
+from diffprune.density_control import DensityController, final_target, gate_learning_rate
 from diffprune.export import task_from_model
 from diffprune.inference import FULL_MODEL_DIR, TASK_INFO
 from diffprune.model import DiffPruneModel
@@ -138,14 +139,18 @@ class _Run:
         """Plain finetuning of every parameter, keeping the best dev state."""
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = adamw(params, lr=self.settings.full_lr, eps=self.config.adam_eps,
-                          weight_decay=self.config.weight_decay)
+                          weight_decay=self.settings.full_weight_decay)
         steps = self.steps(self.settings.epochs)
-        norm = self.config.diff_max_grad_norm
+        norm = self.settings.full_max_grad_norm or float("inf")
         stage = Stage("full", "full finetuning", steps, select_best=True,
                       clip=lambda: torch.nn.utils.clip_grad_norm_(params, norm))
         state = self.stage(stage, model, optimizer, make_scheduler(optimizer, steps))
         self.metrics.update(full_steps=steps, full_best_step=state.best_step,
                             dev_after_finetuning=state.best_scores)
+        self.metrics["stages"] = {**self.metrics.get("stages", {}), "full": {
+            "steps": steps, "lr": self.settings.full_lr,
+            "max_grad_norm": self.settings.full_max_grad_norm,
+            "weight_decay": self.settings.full_weight_decay, "best_step": state.best_step}}
         return state
 
 
@@ -232,15 +237,36 @@ def _diff_model(run: _Run) -> DiffPruneModel:
         return model
     model = DiffPruneModel(run.base, run.config, missing_keys=run.missing).train()
     steps = run.steps(settings.epochs)
+    start = model.expected_density()
+    # The gates' rate follows from the step count under density control (see
+    # density_control.gate_learning_rate); the group gates keep the configured rate.
+    gate_lr = gate_learning_rate(run.config, steps, start)
+    if gate_lr != run.config.log_alpha_lr:
+        model.diffprune_config = replace(
+            run.config, log_alpha_lr=gate_lr,
+            group_log_alpha_lr=run.config.group_log_alpha_lr or run.config.log_alpha_lr)
     optimizer, scheduler = build_optimizer(model, steps)
     if run.progress is None:
         run.metrics["l0_expected_l0_start"] = model.expected_l0()
-    stage = Stage("l0", "L0 training", steps, select_best=False, clip=model.clip_grad_norms)
+    control = DensityController.for_stage(model.diffprune_config, steps, start)
+    stage = Stage("l0", "L0 training", steps, select_best=False, clip=model.clip_grad_norms,
+                  control=control)
     state = run.stage(stage, model, optimizer, scheduler)
     run.metrics.update(l0_steps=steps, l0_first_loss=state.losses[0],
                        l0_last_loss=state.losses[-1], l0_expected_l0_end=model.expected_l0(),
+                       l0_log_alpha_lr=model.diffprune_config.log_alpha_lr,
                        density_before_projection=model.expected_density(),
                        dev_after_l0=run.score(model)[1])
+    c = model.diffprune_config
+    run.metrics["stages"] = {**run.metrics.get("stages", {}), "l0": {
+        "steps": steps, "diff_lr": c.diff_lr, "head_lr": c.head_lr or c.diff_lr,
+        "log_alpha_lr": c.log_alpha_lr, "group_log_alpha_lr": c.group_log_alpha_lr,
+        "density_control": c.density_control, "l0_lambda": c.l0_lambda,
+        "target": final_target(c) if control is not None else None}}
+    if control is not None:
+        run.metrics.update(density_target=final_target(model.diffprune_config),
+                           l0_final_drift=control.drift,
+                           density_trace=control.trace)
     warning = open_gates_warning(run.metrics["density_before_projection"], run.config.density,
                                  steps)
     if warning:
@@ -279,19 +305,24 @@ def _fixed_mask(run: _Run, model: DiffPruneModel) -> dict:
     if run.progress is None:
         run.metrics["dev_after_projection"] = run.score(model)[1]
     settings = run.settings
-    model.config = replace(model.config, diff_lr=settings.mask_lr, head_lr=settings.mask_lr)
     steps = run.steps(settings.mask_epochs)
-    optimizer, scheduler = build_optimizer(model, steps)
+    lrs = {"diff": settings.mask_lr, "head": settings.mask_lr}  # its own rate, not the L0 one
+    optimizer, scheduler = build_optimizer(model, steps, lrs=lrs)
     stage = Stage("mask", "fixed-mask", steps, select_best=True, clip=model.clip_grad_norms)
     state = run.stage(stage, model, optimizer, scheduler)
     run.metrics.update(mask_steps=steps, best_step=state.best_step)
+    run.metrics["stages"] = {**run.metrics.get("stages", {}), "mask": {
+        "steps": steps, "lr": settings.mask_lr, "head_lr": settings.mask_lr,
+        "max_grad_norm": model.diffprune_config.diff_max_grad_norm,
+        "weight_decay": model.diffprune_config.weight_decay, "best_step": state.best_step}}
     return state.best_scores
 
 
 def _export(run: _Run, model: DiffPruneModel, scores: dict) -> None:
     """Write the task file, then score it as a user gets it: from the file, on a fresh base."""
     base_info = {"name_or_path": base_path(run.settings.model)}
-    metrics = scores[run.data.selection_split]
+    # The header records the dev scores and what each stage actually ran with.
+    metrics = {**scores[run.data.selection_split], "stages": run.metrics.get("stages", {})}
     path = save_task(task_from_model(model, run.spec.to_dict(), metrics, base_info),
                      run.out_dir / "diff.safetensors")
     bank = TaskBank(load_base(run.settings.model, run.spec)[1])

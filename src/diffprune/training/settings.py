@@ -18,7 +18,7 @@ def _field(default: Any, help: str) -> Any:
 
 @dataclass
 class TrainSettings:
-    """One task's run: data, schedule and outputs. Defaults follow SPEC §4–§5."""
+    """One task's run: data, schedule and outputs. Defaults: ``recipes/default.json``."""
 
     method: Method = _field(
         "diff-structured", "diff-structured, diff (unstructured), nonadaptive (finetune, then "
@@ -39,11 +39,19 @@ class TrainSettings:
     resume: str | None = _field(
         None, "Continue the killed run in this folder from its last checkpoint, with the "
         "settings it was started with (other flags are ignored).")
-    epochs: float = _field(3.0, "Epochs of L0 training (and of finetuning for full/nonadaptive).")
-    mask_epochs: float = _field(3.0, "Epochs of fixed-mask finetuning.")
-    mask_lr: float = _field(5e-5, "Learning rate of fixed-mask finetuning (linear decay).")
-    full_lr: float = _field(2e-5, "Learning rate of full finetuning (full and nonadaptive).")
-    batch_size: int = _field(8, "Training batch size (per process).")
+    recipe: str | None = _field(
+        None, "A preset: 'default', 'paper' (the paper's exact setting) or a JSON file of the "
+        "same shape; --config and flags override it.")
+    epochs: float = _field(2.0, "Epochs of L0 training (and of finetuning for full/nonadaptive).")
+    mask_epochs: float = _field(2.0, "Epochs of fixed-mask finetuning.")
+    mask_lr: float = _field(
+        3e-3, "Fixed-mask stage: learning rate of the kept values and the head (linear decay; "
+        "the paper: 5e-5).")
+    full_lr: float = _field(1.5e-4, "Full finetuning (full and nonadaptive): learning rate.")
+    full_max_grad_norm: float = _field(
+        1.0, "Full finetuning: gradient-norm clip; 0 = none.")
+    full_weight_decay: float = _field(0.0, "Full finetuning: AdamW weight decay.")
+    batch_size: int = _field(16, "Training batch size (per process).")
     eval_batch_size: int = _field(64, "Evaluation batch size.")
     max_seq_length: int = _field(128, "Tokens per example (pairs are truncated longest-first).")
     max_steps: int = _field(0, "Stop each stage after this many optimizer steps (0 = no limit).")

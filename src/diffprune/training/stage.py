@@ -20,6 +20,7 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
+from diffprune.density_control import DensityController
 from diffprune.model import DiffPruneModel
 from diffprune.training.checkpoint import save_checkpoint, trainable_state
 
@@ -37,6 +38,7 @@ class Stage:
     num_steps: int
     select_best: bool  # evaluate at each epoch end and restore the best state at the end
     clip: Callable[[], object]  # gradient clipping (the method's own for diff pruning)
+    control: DensityController | None = None  # stage 1's density control, if on
 
 
 @dataclass
@@ -49,15 +51,17 @@ class StageState:
     best_scores: dict | None = None
     best_step: int = 0
     best_state: dict[str, torch.Tensor] | None = None
+    control: dict | None = None  # the density controller's state, when resuming
 
-    def progress(self) -> dict:
+    def progress(self, control: DensityController | None = None) -> dict:
         return {"step": self.step, "losses": self.losses, "best_score": self.best_score,
-                "best_scores": self.best_scores, "best_step": self.best_step}
+                "best_scores": self.best_scores, "best_step": self.best_step,
+                "control": None if control is None else control.state_dict()}
 
     @classmethod
     def from_progress(cls, p: dict, best_state: dict | None) -> StageState:
         return cls(p["step"], p["losses"], p["best_score"], p["best_scores"], p["best_step"],
-                   best_state or None)
+                   best_state or None, p.get("control"))
 
 
 @dataclass
@@ -98,6 +102,9 @@ def run_stage(ctx: StageContext, stage: Stage, model: torch.nn.Module, inner: to
     bar = tqdm(total=stage.num_steps, initial=state.step, desc=stage.desc, dynamic_ncols=True,
                disable=not acc.is_local_main_process)
     density = inner.expected_density() if gated else None
+    control = stage.control if gated else None
+    if control is not None and state.control is not None:
+        control.load_state_dict(state.control)
     started, start_step = time.time(), state.step
     model.train()
     while state.step < stage.num_steps:
@@ -117,7 +124,15 @@ def run_stage(ctx: StageContext, stage: Stage, model: torch.nn.Module, inner: to
             optimizer.zero_grad(set_to_none=True)
             state.losses.append(float(out.loss.detach()))
             state.step += 1
-            if gated and state.step % 25 == 0:  # a pass over every gate: not at every step
+            if control is not None:
+                density = inner.last_density()
+                inner.drift_gates(control.update(density))
+                if control.trace and control.trace[-1]["step"] == state.step:
+                    t = control.trace[-1]
+                    ctx.log(f"{stage.desc}: step {state.step}, expected density "
+                            f"{t['density']:.4%}, target {t['target']:.4%}, "
+                            f"drift {t['drift']:.4f}")
+            elif gated and state.step % 25 == 0:  # a pass over every gate: not at every step
                 density = inner.expected_density()
             rate = (state.step - start_step) / max(time.time() - started, 1e-9)
             postfix = {"loss": f"{state.losses[-1]:.4f}", "it/s": f"{rate:.2f}"}
@@ -155,7 +170,8 @@ def _end_of_epoch(ctx: StageContext, stage: Stage, inner, state: StageState) -> 
 def _checkpoint(ctx: StageContext, stage: Stage, inner, optimizer, scheduler,
                 state: StageState) -> None:
     acc = ctx.accelerator
-    progress = {"stage": stage.name, **state.progress(), "run": ctx.run_progress}
+    progress = {"stage": stage.name, **state.progress(stage.control),
+                "run": ctx.run_progress}
     save_checkpoint(ctx.out_dir, inner, optimizer, scheduler, progress, state.best_state,
                     rank=acc.process_index, is_main=acc.is_main_process,
                     barrier=acc.wait_for_everyone)
