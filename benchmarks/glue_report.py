@@ -20,6 +20,7 @@ PRUNED_FIXED = ("diff-structured-fixed", "diff-fixed", "nonadaptive")
 LABELS = {"diff-structured-fixed": "diff-structured, paper's fixed λ",
           "diff-fixed": "diff, paper's fixed λ", "lora-pooler": "lora + pooler"}
 CONTROLLED = ("diff-structured", "diff")  # rows whose stage 1 steers to a density target
+ALL_PRUNED = (*PRUNED, "diff-structured-fixed", "diff-fixed")
 
 # The paper's Table 1 (BERT-large, GLUE test server), in our method names.
 PAPER = {
@@ -201,7 +202,7 @@ def density_points(density: dict[str, list[dict]], matrix: dict[str, list[dict]]
     runs at the seeds the sweep ran on that task."""
     seeds = density_seeds(density)
     points: dict = {}
-    for method in PRUNED:
+    for method in ALL_PRUNED:
         for r in density.get(method, []):
             (points.setdefault(method, {}).setdefault(r["density"], {})
              .setdefault(r["task"], []).append(score(r)))
@@ -310,8 +311,9 @@ def where_it_lands(matrix: dict[str, list[dict]], output: Path) -> str:
     """Figure 2 (structured, seed 0, every task), all-zero tensors and Table 3's densities."""
     from diffprune.plots import plot_layout_rows
 
+    method = "diff-structured" if matrix.get("diff-structured") else "diff-structured-fixed"
     panels = [(TASK_TITLES[r["task"]], r["per_tensor"])
-              for r in sorted(matrix.get("diff-structured", []), key=lambda r: r["task"])
+              for r in sorted(matrix.get(method, []), key=lambda r: r["task"])
               if r["seed"] == 0 and "per_tensor" in r]
     if panels:
         plot_layout_rows(panels, output)
@@ -322,7 +324,7 @@ def layout_table(matrix: dict[str, list[dict]]) -> str:
     """Per pruned run at seed 0: the density L0 training reached (Table 3), all-zero tensors."""
     lines = ["| method | task | density before projection | all-zero tensors |",
              "|---|---|---|---|"]
-    for method in PRUNED:
+    for method in ALL_PRUNED:
         for r in sorted(matrix.get(method, []), key=lambda r: (r["task"], r["seed"])):
             if "per_tensor" not in r or r["seed"] != 0:
                 continue
@@ -330,7 +332,7 @@ def layout_table(matrix: dict[str, list[dict]]) -> str:
             zero = sum(row["nonzeros"] == 0 for row in rows)
             before = r.get("density_before_projection")
             shown = f"{100 * before:.2f}%" if before is not None else "–"
-            lines.append(f"| {method} | {TASK_TITLES[r['task']]} | {shown} | "
+            lines.append(f"| {LABELS.get(method, method)} | {TASK_TITLES[r['task']]} | {shown} | "
                          f"{zero} of {len(rows)} ({100 * zero / len(rows):.1f}%) |")
     return "\n".join(lines)
 
@@ -474,6 +476,12 @@ def verdicts(summary: dict, points: dict, pruned: tuple[str, str, str] = PRUNED)
     return "\n".join(out)
 
 
+def both_verdicts(summary: dict, points: dict) -> str:
+    """The goals for the default rows, then for the paper's fixed λ."""
+    return "\n".join(filter(None, [verdicts(summary, points),
+                                   verdicts(summary, points, PRUNED_FIXED)]))
+
+
 def control_rows(matrix: dict[str, list[dict]]) -> list[dict]:
     """Per run of the L0 methods: density before projection against its target, the dev change
     at projection and the final score (what density control is for)."""
@@ -505,6 +513,20 @@ def control_table(rows: list[dict]) -> str:
                      f"{r['seed']} | {100 * r['density']:.2f}% | {target} | "
                      f"{r['dev_after_l0']:.1f} | {-r['drop']:+.1f} | {r['final']:.1f} |")
     return "\n".join(lines)
+
+
+def trace_figure(matrix: dict[str, list[dict]], output: Path) -> str:
+    """Stage 1's density against its target, every controlled run at seed 0."""
+    from diffprune.plots import plot_density_trace
+
+    traces = [(f"{LABELS.get(m, m)} {TASK_TITLES[r['task']]}", r["density_trace"])
+              for m in CONTROLLED for r in sorted(matrix.get(m, []),
+                                                  key=lambda r: TASKS.index(r["task"]))
+              if r["seed"] == 0 and r.get("density_trace")]
+    if not traces:
+        return ""
+    plot_density_trace(traces, output)
+    return f"![density against target](benchmarks/results/figures/{output.name})"
 
 
 def control_verdicts(rows: list[dict]) -> str:
@@ -587,7 +609,7 @@ def fulldata_section(results: Path, data_dir: Path) -> str:
         f"{len(runs)} runs: {devices_line(runs)}. The majority class is now that of each whole "
         "training set.",
         table_one(summary, majority_class(data_dir, 0)),
-        verdicts(summary, {}),
+        both_verdicts(summary, {}),
         layout_table(matrix),
         notes]).strip()
 
@@ -653,7 +675,7 @@ def longer_section(results: Path, matrix: dict[str, list[dict]]) -> str:
         + (f", {copied} of lora-matched's copied from lora at the same rank" if copied else "")
         + f". Where they ran: {devices_line(runs)}.",
         longer_table(longer, matrix),
-        verdicts(summary, {}),
+        both_verdicts(summary, {}),
         notes]).strip()
 
 
@@ -726,6 +748,7 @@ def write_all(results: Path, rates: dict, data_dir: Path, write_markdown: bool =
             control_verdicts(control_rows(matrix)),
             verdicts(summary, point_means(points), PRUNED_FIXED)])) or "- Nothing has run yet.",
         control=control_table(control_rows(matrix)),
+        trace_png=trace_figure(matrix, figures / "glue_density_trace.png"),
         sweep=sweep_table(sweep, rates),
         density=density_table(points) if points else "Not run yet.",
         density_png=(f"![density sweep](benchmarks/results/figures/{density_png.name})"
@@ -783,6 +806,8 @@ expected density when stage 1 ends, its target, dev after stage 1, the change at
 0.5%, and the final score after fixed-mask finetuning.
 
 {control}
+
+{trace_png}
 
 {notes}
 

@@ -54,14 +54,25 @@ def make_step(method: str, args: argparse.Namespace):
         def loss_and_clip(ids, labels):
             model(input_ids=ids, labels=labels).loss.backward()
             torch.nn.utils.clip_grad_norm_(list(model.parameters()), 1.0)
+
+        def after_step():
+            pass
     else:
+        from diffprune.density_control import DensityController
+
         config = DiffPruneConfig(structured=method == "diff-structured", fused=not args.eager)
         model = get_diffprune_model(model, config).train()
         optimizer, _ = build_optimizer(model, num_training_steps=1000)
+        # The default stage 1 includes density control: its per-step work is timed too.
+        control = DensityController.for_stage(config, 1000, model.expected_density())
 
         def loss_and_clip(ids, labels):
             (model(input_ids=ids, labels=labels).loss + model.penalty()).backward()
             model.clip_grad_norms()
+
+        def after_step():
+            if control is not None:
+                model.drift_gates(control.update(model.last_density()))
 
     ids = torch.randint(1000, 20000, (args.batch, args.seq_len))
     labels = torch.randint(0, 2, (args.batch,))
@@ -71,6 +82,7 @@ def make_step(method: str, args: argparse.Namespace):
         loss_and_clip(ids, labels)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        after_step()
         return time.perf_counter() - start
 
     return step
@@ -177,7 +189,9 @@ def main() -> None:
                      "warmup": warmup, "eager": args.eager},
         "methods": rows, **result, "memory_runs": memory, "timing_run": timing,
     }
-    finish("train_cost", "Training cost", report, table(rows), result, args.quick)
+    # One results file per batch size: the default batch keeps the historical name.
+    name = "train_cost" if args.batch == 32 else f"train_cost_b{args.batch}"
+    finish(name, f"Training cost (batch {args.batch})", report, table(rows), result, args.quick)
 
 if __name__ == "__main__":
     main()

@@ -90,13 +90,13 @@ def sigmoid_of(x: float) -> float:
 @given(st.lists(st.floats(0.0, 1.0), min_size=1, max_size=60), st.integers(0, 59))
 @settings(max_examples=50)
 def test_state_round_trips_through_json_bit_for_bit(densities_seen, cut):
-    whole, first = _controller(log_every=3), _controller(log_every=3)
+    whole, first = _controller(record_every=3), _controller(record_every=3)
     for d in densities_seen:
         whole.update(d)
     cut = min(cut, len(densities_seen))
     for d in densities_seen[:cut]:
         first.update(d)
-    resumed = _controller(log_every=3)
+    resumed = _controller(record_every=3)
     resumed.load_state_dict(json.loads(json.dumps(first.state_dict())))
     for d in densities_seen[cut:]:
         resumed.update(d)

@@ -115,7 +115,7 @@ class DensityController:
     schedule: DensitySchedule
     gain: float  # μ per logit of error (proportional action)
     rate: float  # integral action: change of the integral per step per logit of error
-    log_every: int = 25
+    record_every: int = 5  # steps between entries of ``trace`` (a plot's resolution)
     step: int = 0
     integral: float = 0.0
     drift: float = 0.0  # μ for the next step
@@ -147,7 +147,7 @@ class DensityController:
             self.integral += self.rate * error  # only where it moves μ back into range
         self.drift = min(ceiling, max(-ceiling, raw))
         self.step += 1
-        if self.step % self.log_every == 0 or self.step == 1:
+        if self.step % self.record_every == 0 or self.step == 1:
             self.trace.append({"step": self.step, "target": target, "density": density,
                                "drift": self.drift})
         return self.drift

@@ -1,4 +1,4 @@
-"""Pictures of where diffs land (the paper's Figure 2): layers by tensor kind, one panel a task."""
+"""Pictures: where diffs land (the paper's Figure 2), and stage 1's density against its target."""
 
 from __future__ import annotations
 
@@ -48,5 +48,34 @@ def plot_layout_rows(panels: list[tuple[str, list[dict[str, Any]]]],
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(output, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return output
+
+
+def plot_density_trace(traces: list[tuple[str, list[dict[str, Any]]]],
+                       output: str | Path) -> Path:
+    """Expected density (solid) and its target (dashed) over the L0 steps, log scale; one line
+    pair per run, from the ``density_trace`` a controlled run records."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    for i, (label, trace) in enumerate(traces):
+        color = f"C{i % 10}"
+        steps = [t["step"] for t in trace]
+        ax.plot(steps, [100 * t["density"] for t in trace], color=color, label=label)
+        ax.plot(steps, [100 * t["target"] for t in trace], color=color, ls="--", lw=0.8)
+    ax.set_yscale("log")
+    ax.set_xlabel("L0 step")
+    ax.set_ylabel("expected density (%)")
+    ax.set_title("stage 1: expected density (solid) and target (dashed)", fontsize=10)
+    if len(traces) <= 12:
+        ax.legend(fontsize=7)
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(output, dpi=110)
     plt.close(fig)
     return output

@@ -35,6 +35,7 @@ from diffprune.inference import FULL_MODEL_DIR, TASK_INFO
 from diffprune.model import DiffPruneModel
 from diffprune.nonadaptive import nonadaptive_from_finetuned
 from diffprune.optim import adamw, build_optimizer, make_scheduler
+from diffprune.plots import plot_density_trace
 from diffprune.task_file import save_task
 from diffprune.training.checkpoint import (
     CHECKPOINT,
@@ -267,6 +268,8 @@ def _diff_model(run: _Run) -> DiffPruneModel:
         run.metrics.update(density_target=final_target(model.diffprune_config),
                            l0_final_drift=control.drift,
                            density_trace=control.trace)
+        if acc.is_main_process:
+            plot_density_trace([(run.spec.name, control.trace)], run.out_dir / "density.png")
     warning = open_gates_warning(run.metrics["density_before_projection"], run.config.density,
                                  steps)
     if warning:

@@ -24,6 +24,8 @@ from diffprune.density_control import DensityController
 from diffprune.model import DiffPruneModel
 from diffprune.training.checkpoint import save_checkpoint, trainable_state
 
+LOG_EVERY = 25  # steps between density lines in the log (and the fixed-λ density check)
+
 
 class TrainingDiverged(FloatingPointError):
     """The loss became NaN or Inf; the last good checkpoint is kept."""
@@ -127,12 +129,12 @@ def run_stage(ctx: StageContext, stage: Stage, model: torch.nn.Module, inner: to
             if control is not None:
                 density = inner.last_density()
                 inner.drift_gates(control.update(density))
-                if control.trace and control.trace[-1]["step"] == state.step:
+                if state.step % LOG_EVERY == 0 and control.trace[-1]["step"] == state.step:
                     t = control.trace[-1]
                     ctx.log(f"{stage.desc}: step {state.step}, expected density "
                             f"{t['density']:.4%}, target {t['target']:.4%}, "
                             f"drift {t['drift']:.4f}")
-            elif gated and state.step % 25 == 0:  # a pass over every gate: not at every step
+            elif gated and state.step % LOG_EVERY == 0:  # a pass over every gate: not each step
                 density = inner.expected_density()
             rate = (state.step - start_step) / max(time.time() - started, 1e-9)
             postfix = {"loss": f"{state.losses[-1]:.4f}", "it/s": f"{rate:.2f}"}
