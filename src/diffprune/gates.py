@@ -1,4 +1,4 @@
-"""Hard-concrete gates (Louizos et al. 2018) as used by diff pruning (SPEC §2).
+"""Hard-concrete gates (Louizos et al. 2018) as used by diff pruning (docs/method.md §2).
 
 A gate z in [0, 1] is drawn as
 

@@ -268,7 +268,7 @@ class DiffPruneModel(nn.Module):
     # ----------------------------------------------------------------- projection and stage 2
     @torch.no_grad()
     def sample_diff(self) -> list[torch.Tensor]:
-        """The current diff per gated tensor: one fresh draw z * w in stage 1 (SPEC §2)."""
+        """The current diff per gated tensor: one fresh draw z * w in stage 1 (method.md §2)."""
         if self.stage == "masked":
             return [masked_weight(torch.zeros_like(self.tensor(s, "base"), dtype=torch.float32),
                                   self.tensor(s, "indices"), self.tensor(s, "values"))

@@ -1,4 +1,4 @@
-"""Non-adaptive diff pruning: the diff of a fully finetuned model, magnitude-pruned (SPEC §6)."""
+"""Non-adaptive diff pruning: a finetuned model's diff, magnitude-pruned (docs/method.md §7)."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ def global_topk(deltas: list[torch.Tensor], k: int,
                 tie_scores: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
     """Positions of the k largest |delta| entries across all tensors, split per tensor.
 
-    One threshold for every tensor (SPEC §4: not per layer). Ties at the threshold go to the
+    One threshold for every tensor (method.md §4: not per layer). Ties at the threshold go to the
     higher ``tie_scores`` entry, then to the lower global position (tensors in list order, then
     flat index), so the result is deterministic and has exactly k entries. Ties matter when the
     L0 stage closed gates below the budget: the remaining slots are all at |delta| = 0.

@@ -1,6 +1,6 @@
 """The nine GLUE tasks: from the classic ``<TASK>/{train,dev}.tsv`` layout or from the hub.
 
-TSV quirks handled (see shared/data/glue/SOURCES.md): quotes are literal (``csv.QUOTE_NONE``),
+TSV quirks handled: quotes are literal (``csv.QUOTE_NONE``),
 MRPC starts with a UTF-8 BOM, CoLA has no header, SST-2 sentences keep a trailing space, and QQP's
 train file has a few rows with missing fields, which GLUE's own reader skips (so does this one).
 MNLI has two dev splits; the matched one comes first and selects the model.

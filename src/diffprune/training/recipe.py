@@ -1,4 +1,4 @@
-"""The whole recipe for one task, top to bottom (SPEC §4–§6).
+"""The whole recipe for one task, top to bottom (docs/method.md §4–§6).
 
 diff-structured / diff:
   1. L0 training: w and log-alpha by AdamW (own learning rates and clipping), loss + λ·E[L0];
