@@ -69,6 +69,8 @@ def test_mixed_call_returns_rows_in_input_order(two_tasks):
             expected = models[name](input_ids=x[i:i + 1]).logits[0]
             torch.testing.assert_close(out.logits[i], expected, atol=1e-5, rtol=1e-5)
     assert bank.active is None  # the call leaves the bank as it found it
+    bank.set_adapter("b")  # PEFT's name for activate
+    assert bank.active == "b"
 
 
 @pytest.mark.parametrize("names", [["a", "nope"], ["missing"]])

@@ -209,6 +209,10 @@ class TaskBank:
                 self._saved_head[head_name] = self._swap_head(head_name, param)
             self._active = name
 
+    def set_adapter(self, name: str) -> None:
+        """PEFT's name for ``activate``: ``name`` computes until another task is set."""
+        self.activate(name)
+
     @torch.no_grad()
     def _revert(self) -> None:
         if self._active is None:

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 Method = Literal["diff-structured", "diff", "nonadaptive", "full"]
 METHODS: tuple[str, ...] = ("diff-structured", "diff", "nonadaptive", "full")
+
+
+# Numeric settings and their lower bound (True: the bound itself is refused too), checked where
+# the settings are built, so a bad flag fails before any data or model is loaded.
+_RANGES: dict[str, tuple[float, bool]] = {
+    "epochs": (0, True), "mask_epochs": (0, False), "mask_lr": (0, True), "full_lr": (0, True),
+    "full_max_grad_norm": (0, False), "full_weight_decay": (0, False), "batch_size": (1, False),
+    "eval_batch_size": (1, False), "max_seq_length": (8, False), "max_steps": (0, False),
+    "max_train_samples": (0, False), "max_eval_samples": (0, False),
+    "checkpoint_steps": (0, False), "seed": (0, False),
+}
 
 
 def _field(default: Any, help: str) -> Any:
@@ -62,6 +74,13 @@ class TrainSettings:
     seed: int = _field(0, "Random seed.")
 
     def __post_init__(self) -> None:
+        for name, (low, strict) in _RANGES.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or \
+                    not math.isfinite(value) or value < low or (strict and value == low):
+                flag = "--" + name.replace("_", "-")
+                bound = f"> {low}" if strict else f">= {low}"
+                raise ValueError(f"{flag} must be a finite number {bound}, got {value!r}")
         if self.output is None:
             name = self.task_name or (Path(self.train_file).stem if self.train_file else self.task)
             self.output = f"runs/{name}"

@@ -1,0 +1,39 @@
+"""Every numeric run setting is checked where it is parsed, naming the flag."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from diffprune.cli.main import main
+from diffprune.training.settings import _RANGES, TrainSettings
+
+
+@given(name=st.sampled_from(sorted(_RANGES)), below=st.floats(1e-6, 1e6))
+def test_any_value_below_its_bound_is_refused_naming_the_flag(name, below):
+    low, strict = _RANGES[name]
+    with pytest.raises(ValueError, match="--" + name.replace("_", "-")):
+        TrainSettings(**{name: low - below})
+    if strict:
+        with pytest.raises(ValueError, match="--" + name.replace("_", "-")):
+            TrainSettings(**{name: low})
+
+
+@pytest.mark.parametrize("name", sorted(_RANGES))
+def test_not_a_number_is_refused(name):
+    with pytest.raises(ValueError, match="finite"):
+        TrainSettings(**{name: math.nan})
+
+
+@pytest.mark.parametrize("argv, flag", [(["--epochs", "-1"], "--epochs"),
+                                        (["--max-train-samples", "-5"], "--max-train-samples"),
+                                        (["--max-seq-length", "0"], "--max-seq-length"),
+                                        (["--max-seq-length", "-1"], "--max-seq-length")])
+def test_the_command_line_exits_2_before_loading_anything(tmp_path, capsys, argv, flag):
+    out = tmp_path / "run"
+    assert main(["train", "--output", str(out), *argv]) == 2
+    assert flag in capsys.readouterr().err
+    assert not out.exists()
