@@ -65,7 +65,7 @@ def test_one_train_call_runs_both_stages_and_honours_the_arguments(tmp_path, mon
     assert trainer.stage_results["l0"].global_step == 6
     groups = {g["name"]: g for g in trainer.optimizer.param_groups}
     assert groups["diff"]["initial_lr"] == 2e-3 and groups["diff"]["weight_decay"] == 0.01
-    assert model.diffprune_config.diff_lr == 2e-3  # the task file records what the last stage used
+    assert model.diffprune_config.diff_lr == 7e-3  # the config keeps stage 1's rate (task file)
     assert trainer.density_trace and trainer.density_trace[0]["step"] == 1
 
 
@@ -87,6 +87,8 @@ def test_learning_rate_changes_the_diff_rate(tmp_path):
     ({"save_strategy": "steps"}, "save_strategy='steps'"),
     ({"eval_strategy": "epoch", "save_strategy": "epoch", "load_best_model_at_end": True},
      "load_best_model_at_end"),
+    ({"torch_compile": True}, "torch_compile"),
+    ({"gradient_checkpointing": True}, "gradient_checkpointing"),
 ])
 def test_arguments_the_method_cannot_honour_are_refused_by_name(tmp_path, bad, named):
     with pytest.raises(ValueError, match=named):

@@ -29,6 +29,7 @@ def _train(tiny_base_dir, out, *extra):
 def _same_task(a, b):
     first, second = load_task(a / "diff.safetensors"), load_task(b / "diff.safetensors")
     assert first.diffs.keys() == second.diffs.keys()
+    assert first.config == second.config  # the rates each stage used, resumed or not
     for name in first.diffs:
         assert torch.equal(first.diffs[name].positions, second.diffs[name].positions), name
         assert torch.equal(first.diffs[name].values, second.diffs[name].values), name

@@ -84,6 +84,11 @@ def _refusals(args: TrainingArguments) -> list[str]:
         problems.append(f"optim_args={args.optim_args!r}: not used by the method's AdamW")
     if getattr(args, "lr_scheduler_kwargs", None):
         problems.append("lr_scheduler_kwargs: not used by the method's schedule")
+    if getattr(args, "torch_compile", False):
+        problems.append("torch_compile=True: the method compiles its own gate kernels "
+                        "(DiffPruneConfig.fused) and rewrites the weights each step")
+    if getattr(args, "gradient_checkpointing", False):
+        problems.append("gradient_checkpointing=True: not supported on a DiffPruneModel yet")
     return problems
 
 

@@ -224,6 +224,8 @@ def _diff_model(run: _Run) -> DiffPruneModel:
     settings, acc = run.settings, run.acc
     if run.resuming("mask"):  # the mask and values come from the checkpoint
         model = DiffPruneModel(run.base, run.config, missing_keys=run.missing)
+        model.diffprune_config = _stage_one_config(run.config, run.steps(settings.epochs),
+                                                   model.expected_density())
         model.load_masked_state(load_model_state(run.out_dir)[0])
         return model
     if settings.method == "nonadaptive":
@@ -239,13 +241,7 @@ def _diff_model(run: _Run) -> DiffPruneModel:
     model = DiffPruneModel(run.base, run.config, missing_keys=run.missing).train()
     steps = run.steps(settings.epochs)
     start = model.expected_density()
-    # The gates' rate follows from the step count under density control (see
-    # density_control.gate_learning_rate); the group gates keep the configured rate.
-    gate_lr = gate_learning_rate(run.config, steps, start)
-    if gate_lr != run.config.log_alpha_lr:
-        model.diffprune_config = replace(
-            run.config, log_alpha_lr=gate_lr,
-            group_log_alpha_lr=run.config.group_log_alpha_lr or run.config.log_alpha_lr)
+    model.diffprune_config = _stage_one_config(run.config, steps, start)
     optimizer, scheduler = build_optimizer(model, steps)
     if run.progress is None:
         run.metrics["l0_expected_l0_start"] = model.expected_l0()
@@ -281,6 +277,17 @@ def _diff_model(run: _Run) -> DiffPruneModel:
     run.metrics["density_after_projection"] = run.metrics["nonzeros"] / model.num_gated
     acc.wait_for_everyone()
     return model
+
+
+def _stage_one_config(config: DiffPruneConfig, steps: int, start: float) -> DiffPruneConfig:
+    """The config stage 1 runs with (and the task file records): under density control the
+    element gates' rate follows from the step count (``gate_learning_rate``), while the group
+    gates keep the configured rate."""
+    gate_lr = gate_learning_rate(config, steps, start)
+    if gate_lr == config.log_alpha_lr:
+        return config
+    return replace(config, log_alpha_lr=gate_lr,
+                   group_log_alpha_lr=config.group_log_alpha_lr or config.log_alpha_lr)
 
 
 # The paper's runs end L0 training at 0.6-3.3% expected density for a 0.5% budget (at most
