@@ -212,3 +212,15 @@ def test_config_file_with_flags_overriding(tmp_path, tiny_base_dir):
     assert saved["diffprune"]["l0_lambda"] == 1e-6
     config.write_text(json.dumps({"train": {"nonsense": 1}}))
     assert _train(tiny_base_dir, tmp_path / "bad", "--config", str(config)) == 2
+
+
+def test_a_finished_run_is_not_overwritten_without_the_flag(tmp_path, tiny_base_dir, capsys):
+    out = tmp_path / "run"
+    assert _train(tiny_base_dir, out, "--max-steps", "2") == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert _train(tiny_base_dir, out, "--max-steps", "2", "--seed", "1") == 2
+    err = capsys.readouterr().err
+    assert "holds a finished run" in err and "--overwrite" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert _train(tiny_base_dir, out, "--max-steps", "2", "--seed", "1", "--overwrite") == 0
+    assert json.loads((out / "config.json").read_text())["train"]["seed"] == 1

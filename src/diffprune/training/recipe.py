@@ -167,11 +167,19 @@ def _file_logger(path: Path, active: bool) -> logging.Logger:
     return logger
 
 
+# What a finished run leaves: training into its folder again would replace it.
+FINISHED_RUN_FILES = ("metrics.json", "diff.safetensors", FULL_MODEL_DIR)
+
+
 def _check_output(settings: TrainSettings) -> None:
     out_dir = Path(settings.output)
     if settings.resume is None and (out_dir / CHECKPOINT).exists():
         raise FileExistsError(f"{out_dir} holds a checkpoint of an earlier run: continue it with "
                               f"--resume {out_dir}, or pick another --output")
+    found = [name for name in FINISHED_RUN_FILES if (out_dir / name).exists()]
+    if settings.resume is None and found and not settings.overwrite:
+        raise FileExistsError(f"{out_dir} holds a finished run ({', '.join(found)}): pick another "
+                              "--output, or pass --overwrite to replace it")
 
 
 def train_task(config: DiffPruneConfig, settings: TrainSettings,

@@ -48,6 +48,9 @@ class TrainSettings:
     model: str | None = _field(
         None, "Base model: local path or hub name (default: the bundled MiniLM).")
     output: str | None = _field(None, "Output directory (default: runs/<task>).")
+    overwrite: bool = _field(
+        False, "Train into an output folder that holds a finished run, replacing it (without "
+        "this flag such a folder is refused).")
     resume: str | None = _field(
         None, "Continue the killed run in this folder from its last checkpoint, with the "
         "settings it was started with (other flags are ignored).")
