@@ -36,6 +36,8 @@ def task_info_from_config(model: torch.nn.Module) -> dict[str, Any]:
         info["problem_type"] = config.problem_type
     elif info.get("num_labels") == 1:
         info["problem_type"] = "regression"
+    elif info.get("num_labels"):  # what Transformers infers for integer labels
+        info["problem_type"] = "single_label_classification"
     if info.get("problem_type") == "regression":
         info["labels"] = None
     return info
@@ -49,7 +51,7 @@ def save_pretrained(model: DiffPruneModel, directory: str | Path, *,
     """Write ``directory/diff.safetensors``; returns its path.
 
     Labels and problem type come from the wrapped model's config (``id2label``,
-    ``problem_type``) unless given here.
+    ``problem_type``) unless given here; the task's name is the folder's unless given.
     """
     if model.stage != "masked":
         raise RuntimeError(
@@ -63,8 +65,7 @@ def save_pretrained(model: DiffPruneModel, directory: str | Path, *,
         task["problem_type"] = problem_type
         if problem_type == "regression":
             task.update(labels=None, num_labels=1)
-    if name is not None:
-        task["name"] = name
+    task["name"] = name or Path(directory).resolve().name  # the folder names the task
     if base_info is None:
         path = getattr(getattr(model.base_model, "config", None), "_name_or_path", None)
         base_info = {"name_or_path": str(path)} if path else {}
