@@ -15,34 +15,97 @@ from diffprune.data.task import Split, TaskData, TaskSpec
 PROBLEM_TYPES = ("auto", "classification", "regression")
 
 
-def read_rows(path: str | Path) -> list[tuple[int, dict]]:
-    """(line number, record) for each example of a .csv, .tsv or .jsonl file."""
+QUOTINGS = ("auto", "standard", "none")
+
+
+def read_rows(path: str | Path, quoting: str = "auto") -> list[tuple[int, dict]]:
+    """(line number, record) for each example of a .csv, .tsv or .jsonl file.
+
+    ``quoting``: "standard" reads quotes as CSV defines them (a quoted field may hold the
+    delimiter, a doubled quote or a newline); "none" takes every character literally, as GLUE's
+    TSV files and most TSV writers mean it; "auto" is standard for .csv and none for .tsv. A
+    record with more or fewer fields than the header is refused with its line: that is how a
+    stray quote that would swallow the rows after it shows.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found")
+    if quoting not in QUOTINGS:
+        raise ValueError(f"--quoting must be one of {QUOTINGS}, got {quoting!r}")
     suffix = path.suffix.lower()
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        if suffix in (".jsonl", ".json"):
-            rows = []
-            for line, text in enumerate(f, start=1):
-                if not text.strip():
-                    continue
-                try:
-                    record = json.loads(text)
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}:{line}: not valid JSON ({err.msg})") from None
-                if not isinstance(record, dict):
-                    raise ValueError(f"{path}:{line}: expected a JSON object per line")
-                rows.append((line, record))
-        elif suffix in (".csv", ".tsv"):
-            reader = csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",")
-            rows = [(i + 2, row) for i, row in enumerate(reader) if any(row.values())]
-            if reader.fieldnames is None:
-                raise ValueError(f"{path}: empty file (no header)")
-        else:
-            raise ValueError(f"{path}: unknown file type {suffix!r}; use .csv, .tsv or .jsonl")
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            if suffix in (".jsonl", ".json"):
+                rows = _json_rows(path, f)
+            elif suffix in (".csv", ".tsv"):
+                rows = _delimited_rows(path, f, suffix, quoting)
+            else:
+                raise ValueError(f"{path}: unknown file type {suffix!r}; use .csv, .tsv or .jsonl")
+    except UnicodeDecodeError:
+        raise ValueError(_not_utf8(path)) from None
     if not rows:
         raise ValueError(f"{path}: no examples")
+    return rows
+
+
+def _not_utf8(path: Path) -> str:
+    """Where a file stops being UTF-8: its line and the byte."""
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        start = err.start + (3 if data.startswith(b"\xef\xbb\xbf") else 0)
+        line = data.count(b"\n", 0, start) + 1
+        return f"{path}:{line}: not UTF-8 text (byte {data[start]:#04x}); save the file as UTF-8"
+    return f"{path}: not UTF-8 text"
+
+
+def _json_rows(path: Path, f) -> list[tuple[int, dict]]:
+    rows = []
+    for line, text in enumerate(f, start=1):
+        if not text.strip():
+            continue
+        try:
+            record = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}:{line}: not valid JSON ({err.msg})") from None
+        if not isinstance(record, dict):
+            raise ValueError(f"{path}:{line}: expected a JSON object per line")
+        rows.append((line, record))
+    return rows
+
+
+def _delimited_rows(path: Path, f, suffix: str, quoting: str) -> list[tuple[int, dict]]:
+    if quoting == "auto":
+        quoting = "none" if suffix == ".tsv" else "standard"
+    reader = csv.reader(f, delimiter="\t" if suffix == ".tsv" else ",",
+                        quoting=csv.QUOTE_NONE if quoting == "none" else csv.QUOTE_MINIMAL)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise ValueError(f"{path}: empty file (no header)") from None
+    except csv.Error as err:
+        raise ValueError(f"{path}:1: {err}") from None
+    rows = []
+    while True:
+        start = reader.line_num + 1  # the record's first physical line (1-based)
+        try:
+            fields = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as err:
+            raise ValueError(f"{path}:{start}: {err} (--quoting none reads quotes "
+                             "literally)") from None
+        if not any(fields):
+            continue
+        if len(fields) != len(header):
+            spans = reader.line_num - start + 1
+            hint = (f"; the record runs over {spans} lines, so a quote probably opened a field "
+                    "that never closed (--quoting none reads quotes literally)"
+                    if spans > 1 else "")
+            raise ValueError(f"{path}:{start}: {len(fields)} fields where the header has "
+                             f"{len(header)}{hint}")
+        rows.append((start, dict(zip(header, fields))))
     return rows
 
 
@@ -78,14 +141,14 @@ def _class_names(labels: list) -> tuple[str, ...]:
 
 def load_files(train_file: str | Path, dev_file: str | Path, text_columns: list[str],
                label_column: str, problem_type: str = "auto",
-               name: str | None = None) -> TaskData:
+               name: str | None = None, quoting: str = "auto") -> TaskData:
     """A task from own files; classes are the training labels, in sorted order."""
     if problem_type not in PROBLEM_TYPES:
         raise ValueError(f"problem type must be one of {PROBLEM_TYPES}, got {problem_type!r}")
     if not 1 <= len(text_columns) <= 2:
         raise ValueError(f"--text-columns takes one or two columns, got {text_columns}")
     columns = [*text_columns, label_column]
-    train_rows, dev_rows = read_rows(train_file), read_rows(dev_file)
+    train_rows, dev_rows = read_rows(train_file, quoting), read_rows(dev_file, quoting)
     _check_columns(train_file, train_rows, columns)
     _check_columns(dev_file, dev_rows, columns)
     regression = _infer_regression([r[label_column] for _, r in train_rows], problem_type)
@@ -120,8 +183,8 @@ def _split(path, rows, text_columns: list[str], label_column: str,
 
 
 def read_labelled(path: str | Path, text_columns: list[str], label_column: str,
-                  spec: TaskSpec) -> Split:
+                  spec: TaskSpec, quoting: str = "auto") -> Split:
     """A labelled file scored against an existing task's labels (``diffprune eval``)."""
-    rows = read_rows(path)
+    rows = read_rows(path, quoting)
     _check_columns(path, rows, [*text_columns, label_column])
     return _split(path, rows, text_columns, label_column, spec.labels)

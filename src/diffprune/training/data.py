@@ -18,7 +18,8 @@ def load_task_data(settings: TrainSettings) -> TaskData:
         if not (settings.train_file and settings.dev_file):
             raise ValueError("own data needs both --train-file and --dev-file")
         data = load_files(settings.train_file, settings.dev_file, settings.text_columns,
-                          settings.label_column, settings.problem_type, settings.task_name)
+                          settings.label_column, settings.problem_type, settings.task_name,
+                          settings.quoting)
     else:
         data = load_glue(get_task(settings.task), settings.data_dir)
     data.train = data.train.head(settings.max_train_samples)

@@ -45,6 +45,9 @@ class TrainSettings:
     problem_type: Literal["auto", "classification", "regression"] = _field(
         "auto", "Own data: auto treats non-integer numbers as regression scores.")
     task_name: str | None = _field(None, "Own data: task name (default: the train file's name).")
+    quoting: Literal["auto", "standard", "none"] = _field(
+        "auto", "Own data: 'standard' reads CSV quoting, 'none' takes quotes literally (GLUE's "
+        "TSV files); 'auto' is standard for .csv and none for .tsv.")
     model: str | None = _field(
         None, "Base model: local path or hub name (default: the bundled MiniLM).")
     output: str | None = _field(None, "Output directory (default: runs/<task>).")
