@@ -37,3 +37,21 @@ def test_the_command_line_exits_2_before_loading_anything(tmp_path, capsys, argv
     assert main(["train", "--output", str(out), *argv]) == 2
     assert flag in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("command", [["train"], ["eval", "RUN"],
+                                     ["predict", "RUN", "--input", "TEXTS"]])
+def test_a_model_path_that_does_not_exist_is_named_as_such(tmp_path, capsys, command):
+    from taskfiles import make_task
+
+    from diffprune.task_file import save_task
+
+    run = tmp_path / "run"
+    save_task(make_task()[2], run / "diff.safetensors")
+    (tmp_path / "texts.txt").write_text("a fine film\n")
+    places = {"RUN": str(run), "TEXTS": str(tmp_path / "texts.txt")}
+    argv = [places.get(a, a) for a in command]
+    missing = str(tmp_path / "no" / "such" / "model")
+    extra = ["--output", str(tmp_path / "out")] if command == ["train"] else []
+    assert main([*argv, "--model", missing, *extra]) == 2
+    assert f"--model {missing}: no such folder" in capsys.readouterr().err

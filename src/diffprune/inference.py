@@ -43,7 +43,7 @@ def load_task_model(path: str | Path, model: str | None = None) -> TaskModel:
     file = task_path(path)
     task = load_task(file)
     spec = TaskSpec.from_dict(task.task)
-    base = model or _recorded_base(task.base.get("name_or_path"), file)
+    base = base_path(model) if model else _recorded_base(task.base.get("name_or_path"), file)
     bank = TaskBank.from_pretrained(base, num_labels=spec.num_labels,
                                     problem_type=spec.problem_type)
     if bank.tokenizer is None:

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from diffprune.data_paths import local_model_path
+
 Method = Literal["diff-structured", "diff", "nonadaptive", "full"]
 METHODS: tuple[str, ...] = ("diff-structured", "diff", "nonadaptive", "full")
 
@@ -87,6 +89,8 @@ class TrainSettings:
                 flag = "--" + name.replace("_", "-")
                 bound = f"> {low}" if strict else f">= {low}"
                 raise ValueError(f"{flag} must be a finite number {bound}, got {value!r}")
+        if self.model:
+            local_model_path(self.model)  # a local path that does not exist fails here
         if self.output is None:
             name = self.task_name or (Path(self.train_file).stem if self.train_file else self.task)
             self.output = f"runs/{name}"
