@@ -55,3 +55,30 @@ def test_a_model_path_that_does_not_exist_is_named_as_such(tmp_path, capsys, com
     extra = ["--output", str(tmp_path / "out")] if command == ["train"] else []
     assert main([*argv, "--model", missing, *extra]) == 2
     assert f"--model {missing}: no such folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["predict", "RUN", "--batch-size", "0"], "--batch-size"),
+    (["eval", "RUN", "--batch-size", "-3"], "--batch-size"),
+    (["eval", "RUN", "--max-seq-length", "0"], "--max-seq-length"),
+    (["serve", "--port", "70000"], "--port"),
+    (["serve", "--batch-wait-ms", "nan"], "--batch-wait-ms"),
+])
+def test_other_subcommands_refuse_out_of_range_numbers_by_flag(tmp_path, capsys, argv, flag):
+    argv = [str(tmp_path) if a == "RUN" else a for a in argv]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert flag in capsys.readouterr().err
+
+
+def test_merge_refuses_an_output_that_exists(tmp_path, capsys):
+    from taskfiles import make_task
+
+    from diffprune.task_file import save_task
+
+    task = save_task(make_task()[2], tmp_path / "run" / "diff.safetensors")
+    existing = tmp_path / "existing.bin"
+    existing.write_bytes(b"keep me")
+    assert main(["merge", str(task), "--output", str(existing)]) == 2
+    assert "exists" in capsys.readouterr().err and existing.read_bytes() == b"keep me"

@@ -47,3 +47,20 @@ def build_dataclass(cls: type, namespace: argparse.Namespace, base: dict | None 
     values = dict(base or {})
     values.update({k: v for k, v in vars(namespace).items() if k in names})
     return cls(**values)
+
+
+def bounded(kind: type, low: float, high: float | None = None):
+    """An argparse ``type`` that parses ``kind`` and refuses values outside [low, high]; argparse
+    puts the flag's name in front of the message."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
+        if value != value or value < low or (high is not None and value > high):
+            span = f">= {low}" if high is None else f"in [{low}, {high}]"
+            raise argparse.ArgumentTypeError(f"must be {span}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse

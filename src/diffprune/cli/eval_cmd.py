@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from diffprune.cli.args import bounded
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("eval", help="score a task file or run folder on dev data")
@@ -17,9 +19,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--text-columns", nargs="+", default=["text"])
     parser.add_argument("--label-column", default="label")
     parser.add_argument("--model", default=None, help="base model (default: the file's)")
-    parser.add_argument("--max-eval-samples", type=int, default=0)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--max-seq-length", type=int, default=128)
+    parser.add_argument("--max-eval-samples", type=bounded(int, 0), default=0)
+    parser.add_argument("--batch-size", type=bounded(int, 1), default=64)
+    parser.add_argument("--max-seq-length", type=bounded(int, 8), default=128)
     parser.add_argument("--output", type=Path, default=None,
                         help="where to write the metrics JSON (default: eval.json in the run "
                              "folder, when a folder is given)")

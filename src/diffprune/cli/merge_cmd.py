@@ -19,6 +19,9 @@ def run(args: argparse.Namespace) -> int:
     from diffprune.bank import TaskBank
     from diffprune.task_file import load_task
 
+    if args.output.is_file() or (args.output.is_dir() and any(args.output.iterdir())):
+        raise FileExistsError(f"--output {args.output} exists and is not an empty folder: "
+                              "pick another (nothing was written)")
     task = load_task(args.file)
     base = args.model or task.base.get("name_or_path")
     bank = TaskBank.from_pretrained(base)

@@ -13,14 +13,16 @@ from pathlib import Path
 
 import torch
 
+from diffprune.cli.args import bounded
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("predict", help="label sentences or pairs; JSON lines out")
     parser.add_argument("path", type=Path, help="task file, or a run folder")
     parser.add_argument("--input", default="-", help="input file (default: stdin)")
     parser.add_argument("--model", default=None, help="base model (default: the file's)")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--max-seq-length", type=int, default=128)
+    parser.add_argument("--batch-size", type=bounded(int, 1), default=64)
+    parser.add_argument("--max-seq-length", type=bounded(int, 8), default=128)
     parser.set_defaults(func=run)
 
 

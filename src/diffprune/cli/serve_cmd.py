@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from diffprune.cli.args import bounded
 from diffprune.serve.limits import ServeLimits
 
 
@@ -21,13 +22,15 @@ def add_parser(subparsers) -> None:
                         metavar="NAME=PATH", help="a task file or run folder; repeat for more")
     parser.add_argument("--model", default=None, help="base model (default: the bundled MiniLM)")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--max-batch", type=int, default=defaults.max_batch,
+    parser.add_argument("--port", type=bounded(int, 1, 65535), default=8000)
+    parser.add_argument("--max-batch", type=bounded(int, 1), default=defaults.max_batch,
                         help="inputs per request")
-    parser.add_argument("--max-seq-length", type=int, default=defaults.max_seq_length)
-    parser.add_argument("--batch-rows", type=int, default=defaults.batch_rows,
+    parser.add_argument("--max-seq-length", type=bounded(int, 8),
+                        default=defaults.max_seq_length)
+    parser.add_argument("--batch-rows", type=bounded(int, 1), default=defaults.batch_rows,
                         help="rows per shared forward pass")
-    parser.add_argument("--batch-wait-ms", type=float, default=defaults.batch_wait_ms,
+    parser.add_argument("--batch-wait-ms", type=bounded(float, 0.0),
+                        default=defaults.batch_wait_ms,
                         help="how long a request waits for others to share its batch")
     parser.add_argument("--no-path-loading", dest="allow_paths", action="store_false",
                         help="POST /v1/tasks takes uploads only, never paths on this machine")
