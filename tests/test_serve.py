@@ -50,7 +50,7 @@ def server(setup):
         if name != "other":
             reference.add(name, files[name])
     limits = ServeLimits(max_batch=8, max_text_chars=200, max_body_bytes=4096,
-                         batch_wait_ms=20)
+                         batch_wait_ms=20, task_root=str(files["t0"].parent))
     app = create_app(bank, bank.tokenizer, limits)
     with TestClient(app) as client:
         yield client, reference, files
@@ -142,7 +142,7 @@ def test_bad_task_files_are_refused_and_serving_goes_on(server, tmp_path):
     damaged[-5] ^= 0xFF
     cases = [
         (dict(json={"name": "x", "path": str(files["other"])}), "trained against base"),
-        (dict(json={"name": "x", "path": str(tmp_path / "none.safetensors")}), "no such file"),
+        (dict(json={"name": "x", "path": "none.safetensors"}), "no such file"),
         (dict(content=bytes(damaged), headers={"content-type": "application/octet-stream"}),
          "checksum"),
         (dict(content=b"\x80\x04pickle", headers={"content-type": "application/octet-stream"}),
@@ -210,3 +210,69 @@ def test_the_command_line_works_without_the_web_extra():
             "sys.exit(main(['serve', '--task', 'x=y']))\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 2 and 'pip install "diffprune[serve]"' in done.stderr
+
+
+def test_path_loading_is_off_unless_a_task_root_is_given(setup):
+    base_dir, files = setup
+    bank = TaskBank.from_pretrained(base_dir)
+    with TestClient(create_app(bank, bank.tokenizer, ServeLimits())) as client:
+        refused = client.post("/v1/tasks", json={"name": "x", "path": str(files["t0"])})
+        assert refused.status_code == 403 and "uploaded task files only" in refused.text
+        upload = client.post("/v1/tasks?name=t0", content=files["t0"].read_bytes(),
+                             headers={"content-type": "application/octet-stream"})
+        assert upload.status_code == 201
+
+
+def test_no_response_reveals_a_byte_of_a_file_that_is_not_a_task_file(server, tmp_path):
+    client, _, files = server
+    root = files["t0"].parent
+    secret = b"root:x:0:0:SECRET-LINE-1234567890:/root:/bin/bash\n"
+    (root / "passwd").write_bytes(secret)
+    (root / "link").unlink(missing_ok=True)
+    outside = tmp_path / "outside.safetensors"
+    outside.write_bytes(files["t2"].read_bytes())
+    (root / "link").symlink_to(outside)
+    cases = [("/etc/passwd", 403), ("../" * 12 + "etc/passwd", 403), (str(outside), 403),
+             ("link", 403), ("passwd", 422), (".", 422)]
+    for path, status in cases:
+        response = client.post("/v1/tasks", json={"name": "x", "path": path})
+        assert response.status_code == status, (path, response.text)
+        body = response.content
+        assert b"SECRET" not in body and b"root:x" not in body, path
+        # not even the first 8 bytes as the header length the parser reads them as
+        header_length = str(int.from_bytes(secret[:8], "little")).encode()
+        assert header_length not in body, path
+    assert "x" not in [r["name"] for r in client.get("/v1/tasks").json()["tasks"]]
+
+
+def test_a_chunked_body_is_limited_while_it_streams(server):
+    client, _, _ = server
+    sent = []
+
+    def chunks():
+        for _ in range(1000):  # 1000 x 1 kB against a 4 kB limit
+            sent.append(1)
+            yield b"x" * 1024
+
+    response = client.post("/v1/tasks/t0/predict", content=chunks(),
+                           headers={"content-type": "application/json"})
+    assert response.status_code == 413 and "over 4,096 bytes" in response.text
+
+
+def test_a_head_that_does_not_fit_the_base_is_refused_when_added(server, setup):
+    client, _, _ = server
+    base_dir, files = setup
+    from diffprune.task_file import load_task, to_bytes
+
+    task = load_task(files["t2"])
+    task.head["classifier.weight"] = torch.zeros(2, 7)  # the base's hidden size is 16
+    response = client.post("/v1/tasks?name=bad", content=to_bytes(task),
+                           headers={"content-type": "application/octet-stream"})
+    assert response.status_code == 422, response.text
+    assert "has shape (2, 7), which does not fit the model's (2, 16)" in response.text
+    task = load_task(files["t2"])
+    task.head["classifier.bias"] = torch.zeros(3)  # 2 output rows, 3 biases
+    response = client.post("/v1/tasks?name=bad", content=to_bytes(task),
+                           headers={"content-type": "application/octet-stream"})
+    assert response.status_code == 422 and "disagree" in response.text
+    assert client.post("/v1/tasks/t0/predict", json={"text": "a"}).status_code == 200

@@ -144,9 +144,7 @@ class TaskBank:
             if tuple(param.shape) != tuple(diff.shape):
                 raise TaskFileError(f"{source}: {tensor_name} has shape {tuple(diff.shape)}, the "
                                     f"base has {tuple(param.shape)}")
-        for head_name in task.head:
-            if head_name not in self._params:
-                raise TaskFileError(f"{source}: the base model has no head tensor {head_name!r}")
+        self._check_head(source, task.head)
         expected = task.base.get("fingerprint")
         actual = self.base_fingerprint(list(task.diffs))
         if expected != actual:
@@ -166,6 +164,24 @@ class TaskBank:
             if name in self._tasks:
                 raise ValueError(f"a task named {name!r} is already loaded; remove it first")
             self._tasks[name] = resident
+
+    def _check_head(self, source: str, head: dict[str, torch.Tensor]) -> None:
+        """A task brings its own head, so its number of outputs may differ from the loaded
+        model's (a regression task beside a classifier); every other dimension must fit the
+        model, and a layer's tensors must agree on their outputs, or the first forward fails."""
+        outputs: dict[str, int] = {}
+        for head_name, tensor in head.items():
+            if head_name not in self._params:
+                raise TaskFileError(f"{source}: the base model has no head tensor {head_name!r}")
+            mine, theirs = tuple(self._params[head_name].shape), tuple(tensor.shape)
+            if len(mine) != len(theirs) or mine[1:] != theirs[1:] or not theirs[:1] or \
+                    theirs[0] < 1:
+                raise TaskFileError(f"{source}: head tensor {head_name} has shape {theirs}, "
+                                    f"which does not fit the model's {mine}")
+            layer = head_name.rpartition(".")[0]
+            if outputs.setdefault(layer, theirs[0]) != theirs[0]:
+                raise TaskFileError(f"{source}: the head tensors of {layer} disagree on their "
+                                    f"number of outputs ({outputs[layer]} and {theirs[0]})")
 
     def remove(self, name: str) -> None:
         with self._lock:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from diffprune.cli.args import bounded
 from diffprune.serve.limits import ServeLimits
@@ -32,12 +33,20 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--batch-wait-ms", type=bounded(float, 0.0),
                         default=defaults.batch_wait_ms,
                         help="how long a request waits for others to share its batch")
-    parser.add_argument("--no-path-loading", dest="allow_paths", action="store_false",
-                        help="POST /v1/tasks takes uploads only, never paths on this machine")
+    parser.add_argument("--allow-path-loading", action="store_true",
+                        help="let POST /v1/tasks name a task file on this machine, inside "
+                             "--task-root only (default: uploads only)")
+    parser.add_argument("--task-root", type=Path, default=None,
+                        help="the folder path loading is limited to (with --allow-path-loading)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.allow_path_loading != (args.task_root is not None):
+        raise ValueError("--allow-path-loading and --task-root go together: path loading is "
+                         "limited to one folder")
+    if args.task_root is not None and not args.task_root.is_dir():
+        raise FileNotFoundError(f"--task-root {args.task_root}: no such folder")
     try:
         import uvicorn
     except ImportError:
@@ -54,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"loaded {name} from {path}")
     limits = ServeLimits(max_batch=args.max_batch, max_seq_length=args.max_seq_length,
                          batch_rows=args.batch_rows, batch_wait_ms=args.batch_wait_ms,
-                         allow_paths=args.allow_paths)
+                         task_root=None if args.task_root is None else str(args.task_root))
     uvicorn.run(create_app(bank, bank.tokenizer, limits), host=args.host, port=args.port,
                 log_level="info")
     return 0

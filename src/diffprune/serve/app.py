@@ -86,6 +86,66 @@ def _examples(body: PredictRequest, limits: ServeLimits) -> list[tuple[str, ...]
     return examples
 
 
+def _path_problem(err: Exception) -> str:
+    """What went wrong loading a server-side file, in words that quote none of its bytes."""
+    if isinstance(err, FileNotFoundError):
+        return "no such file"
+    if isinstance(err, IsADirectoryError | PermissionError):
+        return "not a readable task file"
+    text = str(err)
+    if text.endswith(": no such file"):
+        return "no such file"
+    for safe in ("trained against base", "has no tensor", "has no head tensor", "has shape",
+                 "head tensor"):
+        if safe in text:  # checks of a valid file against this base: names and shapes only
+            return text.split(": ", 1)[-1]
+    return "not a valid diffprune task file"
+
+
+class BodyLimit:
+    """ASGI middleware: every request body is limited while it streams, chunked or not, so a
+    large body is refused before it is held in memory (a Content-Length over the limit is
+    refused before anything is read)."""
+
+    def __init__(self, app, limits: ServeLimits) -> None:
+        self.app, self.limits = app, limits
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        upload = scope["path"] == "/v1/tasks" and scope["method"] == "POST"
+        limit = self.limits.max_upload_bytes if upload else self.limits.max_body_bytes
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            return await _too_large(limit)(scope, receive, send)
+        seen = 0
+
+        async def limited():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise HTTPException(413, f"request body over {limit:,} bytes")
+            return message
+
+        return await self.app(scope, limited, send)
+
+
+def _too_large(limit: int) -> JSONResponse:
+    return JSONResponse({"detail": f"request body over {limit:,} bytes"}, status_code=413)
+
+
+def _inside_root(path: str, root: str) -> Path:
+    """``path`` resolved (links followed) if it stays inside ``root``; 403 otherwise."""
+    base = Path(root).resolve()
+    target = (base / path).resolve() if not Path(path).is_absolute() else Path(path).resolve()
+    if target != base and base not in target.parents:
+        raise HTTPException(403, "path loading is limited to the server's task root; this path "
+                                 "is outside it")
+    return target
+
+
 def create_app(bank: TaskBank, tokenizer, limits: ServeLimits | None = None) -> FastAPI:
     """The API over ``bank``; tasks already in the bank are served."""
     limits = limits or ServeLimits()
@@ -108,14 +168,7 @@ def create_app(bank: TaskBank, tokenizer, limits: ServeLimits | None = None) -> 
         raise HTTPException(404, f"no task named {name!r} is loaded "
                                  f"(loaded: {', '.join(bank.tasks) or 'none'})")
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        upload = request.url.path == "/v1/tasks" and request.method == "POST"
-        limit = limits.max_upload_bytes if upload else limits.max_body_bytes
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > limit):
-            return JSONResponse({"detail": f"request body over {limit:,} bytes"}, status_code=413)
-        return await call_next(request)
+    app.add_middleware(BodyLimit, limits=limits)
 
     @app.get("/healthz")
     def healthz() -> dict:
@@ -139,15 +192,19 @@ def create_app(bank: TaskBank, tokenizer, limits: ServeLimits | None = None) -> 
         answers = describe_outputs(values.squeeze(-1) if spec.labels is None else values, spec)
         return {"task": task, "outputs": answers}
 
-    def _add(name: str, source: TaskDiff | str) -> dict:
+    def _add(name: str, source: TaskDiff | Path) -> dict:
         if not TASK_NAME.match(name):
             raise HTTPException(422, f"task name {name!r}: use 1-64 letters, digits, _ . -")
         if name in bank.tasks:
             raise HTTPException(409, f"a task named {name!r} is already loaded; delete it first")
         try:
             bank.add(name, source)
-        except (TaskFileError, FileNotFoundError, IsADirectoryError) as err:
-            raise HTTPException(422, f"task {name!r} refused: {err}") from None
+        except (TaskFileError, FileNotFoundError, IsADirectoryError, PermissionError) as err:
+            if isinstance(source, TaskDiff):  # the client's own bytes: the whole reason
+                raise HTTPException(422, f"task {name!r} refused: {err}") from None
+            # A file on the server: say what failed, never what the file holds (a message
+            # about a header could quote its bytes).
+            raise HTTPException(422, f"task {name!r} refused: {_path_problem(err)}") from None
         except ValueError as err:  # added by another request meanwhile
             raise HTTPException(409, str(err)) from None
         return next(row for row in bank.describe() if row["name"] == name)
@@ -177,9 +234,11 @@ def create_app(bank: TaskBank, tokenizer, limits: ServeLimits | None = None) -> 
             body = AddTaskRequest.model_validate_json(data)
         except ValueError as err:
             raise HTTPException(422, f"expected JSON {{name, path}}: {err}") from None
-        if not limits.allow_paths:
-            raise HTTPException(403, "this server takes uploaded task files only")
-        return await run_in_threadpool(_add, body.name, str(Path(body.path)))
+        if limits.task_root is None:
+            raise HTTPException(403, "this server takes uploaded task files only (start it "
+                                     "with --allow-path-loading --task-root DIR for paths)")
+        return await run_in_threadpool(_add, body.name, _inside_root(body.path,
+                                                                       limits.task_root))
 
     @app.delete("/v1/tasks/{task}")
     def delete_task(task: str) -> dict:

@@ -16,4 +16,6 @@ class ServeLimits:
     max_seq_length: int = 128  # tokens per input, pairs truncated longest-first
     batch_rows: int = 64  # rows per shared forward pass
     batch_wait_ms: float = 5.0  # how long the first request of a batch waits for company
-    allow_paths: bool = True  # POST /v1/tasks may name a file on the server's disk
+    # POST /v1/tasks may name a file on the server's disk only inside this folder; None (the
+    # default) takes uploads only.
+    task_root: str | None = None
