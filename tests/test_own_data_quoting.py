@@ -81,3 +81,16 @@ def test_glue_rte_read_as_own_data_gives_the_same_examples():
     assert [own.spec.labels[y] for y in own.train.labels] == \
         [glue.spec.labels[y] for y in glue.train.labels]
     assert len(own.dev["dev"]) == len(glue.dev["dev"])
+
+
+def test_predict_input_that_is_not_utf8_names_its_line(tmp_path, capsys):
+    from taskfiles import make_task
+
+    from diffprune.cli.main import main
+    from diffprune.task_file import save_task
+
+    task = save_task(make_task()[2], tmp_path / "run" / "diff.safetensors")
+    texts = tmp_path / "in.txt"
+    texts.write_bytes(b"fine\nalso fine\ncaf\xe9\n")
+    assert main(["predict", str(task), "--input", str(texts)]) == 2
+    assert f"{texts}:3: not UTF-8 text (byte 0xe9)" in capsys.readouterr().err

@@ -7,6 +7,7 @@ objects with "text" (and "text_pair"). Output: one JSON object per input line, i
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 from pathlib import Path
@@ -52,15 +53,18 @@ def read_inputs(stream, name: str) -> list[tuple[str, ...]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from diffprune.data.files import decode_utf8
     from diffprune.inference import describe_outputs, load_task_model
     from diffprune.training.data import encode
     from diffprune.training.evaluate import sequence_limit
 
-    if args.input == "-":
-        examples = read_inputs(sys.stdin, "<stdin>")
+    if args.input == "-":  # bytes where there are (a real stdin), else the text stream itself
+        raw = getattr(sys.stdin, "buffer", None)
+        text = decode_utf8(raw.read(), "<stdin>") if raw is not None else sys.stdin.read()
     else:
-        with open(args.input, encoding="utf-8") as f:
-            examples = read_inputs(f, args.input)
+        text = decode_utf8(Path(args.input).read_bytes(), args.input)
+    examples = read_inputs(io.StringIO(text, newline=None), args.input if args.input != "-"
+                           else "<stdin>")
     loaded = load_task_model(args.path, args.model)
     model, tokenizer = loaded.model.eval(), loaded.tokenizer
     length = sequence_limit(model, tokenizer, args.max_seq_length)

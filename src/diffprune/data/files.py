@@ -48,15 +48,23 @@ def read_rows(path: str | Path, quoting: str = "auto") -> list[tuple[int, dict]]
     return rows
 
 
-def _not_utf8(path: Path) -> str:
-    """Where a file stops being UTF-8: its line and the byte."""
-    data = path.read_bytes()
+def decode_utf8(data: bytes, name: str) -> str:
+    """``data`` as text (a leading BOM dropped); a byte that is not UTF-8 is named with its
+    line."""
     try:
-        data.decode("utf-8-sig")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         start = err.start + (3 if data.startswith(b"\xef\xbb\xbf") else 0)
         line = data.count(b"\n", 0, start) + 1
-        return f"{path}:{line}: not UTF-8 text (byte {data[start]:#04x}); save the file as UTF-8"
+        raise ValueError(f"{name}:{line}: not UTF-8 text (byte {data[start]:#04x}); save the "
+                         "file as UTF-8") from None
+
+
+def _not_utf8(path: Path) -> str:
+    try:
+        decode_utf8(path.read_bytes(), str(path))
+    except ValueError as err:
+        return str(err)
     return f"{path}: not UTF-8 text"
 
 
