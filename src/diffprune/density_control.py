@@ -101,7 +101,7 @@ def gate_learning_rate(config: DiffPruneConfig, num_steps: int, start: float) ->
 
 @dataclass
 class DensityController:
-    """The drift μ (logits per step) for the constraint ρ ≤ t(step); one ``update`` per step.
+    """The drift μ (logits per step) that steers ρ along t(step); one ``update`` per step.
 
     μ = pace(step) + gain·e + integral, clipped to ±MAX_PACE_MULTIPLE · pace, with e the density
     error in logits and the integral accumulating rate·e (frozen while μ is clipped, so it cannot
