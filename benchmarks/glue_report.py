@@ -546,7 +546,7 @@ def control_verdicts(rows: list[dict]) -> str:
         f"seed {worst['seed']}).",
         f"- **Dev falls by at most 2 points at projection**: {len(kept)} of {len(ours)} runs — "
         f"{'met' if len(kept) == len(ours) else 'missed'} (largest fall: "
-        f"{worst_drop['drop']:+.1f}, {worst_drop['method']} {TASK_TITLES[worst_drop['task']]} "
+        f"{worst_drop['drop']:.1f} points, {worst_drop['method']} {TASK_TITLES[worst_drop['task']]} "
         f"seed {worst_drop['seed']})."])
 
 
