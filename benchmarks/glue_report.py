@@ -546,8 +546,8 @@ def control_verdicts(rows: list[dict]) -> str:
         f"seed {worst['seed']}).",
         f"- **Dev falls by at most 2 points at projection**: {len(kept)} of {len(ours)} runs — "
         f"{'met' if len(kept) == len(ours) else 'missed'} (largest fall: "
-        f"{worst_drop['drop']:.1f} points, {worst_drop['method']} {TASK_TITLES[worst_drop['task']]} "
-        f"seed {worst_drop['seed']})."])
+        f"{worst_drop['drop']:.1f} points, {worst_drop['method']} "
+        f"{TASK_TITLES[worst_drop['task']]} seed {worst_drop['seed']})."])
 
 
 def devices_line(runs: list[dict]) -> str:
