@@ -23,8 +23,10 @@ from diffprune.density_control import DensityController, gate_learning_rate
 from diffprune.model import DiffPruneModel
 from diffprune.optim import make_optimizer, make_scheduler
 from diffprune.training.checkpoint import trainable_state
+from diffprune.training.settings import TrainSettings
 
-_DEFAULTS = DiffPruneConfig()
+_DEFAULTS = DiffPruneConfig()  # the built-in recipe: the Trainer's defaults are the CLI's
+_RUN_DEFAULTS = TrainSettings()
 _ADAMW = ("adamw_torch", "adamw_torch_fused")
 
 
@@ -50,14 +52,16 @@ class DiffPruneTrainingArguments(TrainingArguments):
         default=_DEFAULTS.log_alpha_max_grad_norm,
         metadata={"help": "L0 stage: gradient-norm clip of the log-alphas (0 = none)."})
     head_learning_rate: float | None = field(
-        default=None, metadata={"help": "L0 stage: learning rate of the task head "
-                                        "(None = learning_rate)."})
+        default=_DEFAULTS.head_lr, metadata={"help": "L0 stage: learning rate of the task head "
+                                                     "(None = learning_rate)."})
     mask_epochs: float = field(
-        default=2.0, metadata={"help": "Epochs of fixed-mask finetuning after the L0 stage "
-                                       "(0 = stop after the projection)."})
+        default=_RUN_DEFAULTS.mask_epochs,
+        metadata={"help": "Epochs of fixed-mask finetuning after the L0 stage (0 = stop after "
+                          "the projection)."})
     mask_learning_rate: float = field(
-        default=3e-3, metadata={"help": "Fixed-mask stage: learning rate of the kept values and "
-                                        "the head (linear decay)."})
+        default=_RUN_DEFAULTS.mask_lr,
+        metadata={"help": "Fixed-mask stage: learning rate of the kept values and the head "
+                          "(linear decay)."})
 
 
 def _plain(value: Any) -> str:
