@@ -466,13 +466,15 @@ def verdicts(summary: dict, points: dict, pruned: tuple[str, str, str] = PRUNED)
                        f"points at {ratio:.2f}x its bytes per task — "
                        f"{'met' if gap > 0 and ratio <= 1.0 else 'missed'}.")
     loras = [m for m in ("lora", "lora-pooler") if m in summary]
-    if structured and loras:
-        best = max(loras, key=lambda m: summary[m]["avg"])
-        common = [t for t in TASKS if t in summary[best] and t in structured]
+    common = [t for t in TASKS if structured and t in structured
+              and all(t in summary[m] for m in loras)]
+    if structured and loras and common:  # the better row on the tasks every row has run
+        best = max(loras, key=lambda m: statistics.mean(summary[m][t] for t in common))
         gap = (statistics.mean(structured[t] for t in common)
                - statistics.mean(summary[best][t] for t in common))
-        out.append(f"- **{label} vs the better LoRA row ({LABELS.get(best, best)})**: "
-                   f"{gap:+.2f} points — {'met' if gap > 0 else 'missed'}.")
+        out.append(f"- **{label} vs the better LoRA row ({LABELS.get(best, best)})** over "
+                   f"{', '.join(TASK_TITLES[t] for t in common)}: {gap:+.2f} points — "
+                   f"{'met' if gap > 0 else 'missed'}.")
     return "\n".join(out)
 
 
