@@ -28,9 +28,9 @@ _LAZY = {"DiffPruneTrainer", "DiffPruneTrainingArguments"}
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        from diffprune import hf_trainer
+        from diffprune.training import trainer
 
-        return getattr(hf_trainer, name)
+        return getattr(trainer, name)
     raise AttributeError(f"module 'diffprune' has no attribute {name!r}")
 
 

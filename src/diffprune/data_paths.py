@@ -29,3 +29,8 @@ def local_model_path(name_or_path: str) -> str:
     if not path.exists():
         raise FileNotFoundError(f"--model {name_or_path}: no such folder")
     return str(path)
+
+
+def base_path(name_or_path: str | None) -> str:
+    """The base to load: the bundled model by default; a local path must exist."""
+    return local_model_path(str(name_or_path)) if name_or_path else str(default_model_path())

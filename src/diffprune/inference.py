@@ -12,9 +12,8 @@ from transformers.utils import logging as hf_logging
 
 from diffprune.bank import TaskBank
 from diffprune.data.task import TaskSpec
-from diffprune.data_paths import DEFAULT_MODEL_PACKAGE
+from diffprune.data_paths import DEFAULT_MODEL_PACKAGE, base_path
 from diffprune.task_file import load_task, task_path
-from diffprune.training.evaluate import base_path
 
 FULL_MODEL_DIR = "model"
 TASK_INFO = "diffprune_task.json"  # the task spec saved beside a fully finetuned model

@@ -8,12 +8,7 @@ from transformers.utils import logging as hf_logging
 
 from diffprune.data.metrics import glue_metrics
 from diffprune.data.task import TaskSpec
-from diffprune.data_paths import default_model_path, local_model_path
-
-
-def base_path(name_or_path: str | None) -> str:
-    """The base to load: the bundled model by default; a local path must exist."""
-    return local_model_path(str(name_or_path)) if name_or_path else str(default_model_path())
+from diffprune.data_paths import base_path
 
 
 def load_base(name_or_path: str | None, spec: TaskSpec):

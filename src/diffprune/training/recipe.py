@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from diffprune.bank import TaskBank
 from diffprune.config import DiffPruneConfig
+from diffprune.data_paths import base_path
 from diffprune.density_control import DensityController, final_target, gate_learning_rate
 from diffprune.export import task_from_model
 from diffprune.inference import FULL_MODEL_DIR, TASK_INFO
@@ -44,7 +45,7 @@ from diffprune.training.checkpoint import (
     restore_training,
 )
 from diffprune.training.data import load_task_data, make_loader
-from diffprune.training.evaluate import base_path, evaluate, load_base, sequence_limit
+from diffprune.training.evaluate import evaluate, load_base, sequence_limit
 from diffprune.training.settings import TrainSettings
 from diffprune.training.stage import Stage, StageContext, StageState, run_stage
 
