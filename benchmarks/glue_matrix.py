@@ -180,7 +180,7 @@ def reuse_lora(run: Run) -> bool:
     from peers import LORA_RANK, lora_rank
 
     from diffprune.data.glue import get_task
-    from diffprune.training.evaluate import load_base
+    from diffprune.loading import load_base
 
     _, model, head = load_base(None, get_task(run.task))
     match_bytes = diff_bytes(run.task)

@@ -5,7 +5,7 @@
 # Usage: bash benchmarks/gpu_stage_speed.sh [FOLDER with the base's config.json and tokenizer]
 # (about 1 minute on one H100). Prints tqdm's rate lines; results/gpu_stage_speed.md keeps a run.
 cd "$(dirname "$0")/.."  # the repository root
-CONFIG=${1:-$(python3 -c "from diffprune.data_paths import default_model_path as p; print(p())")}
+CONFIG=${1:-$(python3 -c "from diffprune.loading import default_model_path as p; print(p())")}
 python3 -c "
 import sys, torch
 from transformers import AutoTokenizer, BertConfig, BertModel

@@ -26,9 +26,11 @@ from pathlib import Path
 
 import torch
 
+from diffprune.data.tokenize import sequence_limit
+from diffprune.loading import load_base
 from diffprune.optim import adamw, linear_decay
 from diffprune.training.data import load_task_data, make_loader
-from diffprune.training.evaluate import evaluate, load_base, sequence_limit
+from diffprune.training.evaluate import evaluate
 from diffprune.training.recipe import make_accelerator, peak_memory_mb
 from diffprune.training.settings import TrainSettings
 from diffprune.training.stage import Stage, StageContext, run_stage

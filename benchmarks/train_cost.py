@@ -42,7 +42,7 @@ def make_step(method: str, args: argparse.Namespace):
     from transformers.utils import logging
 
     from diffprune import DiffPruneConfig, build_optimizer, get_diffprune_model
-    from diffprune.data_paths import default_model_path
+    from diffprune.loading import default_model_path
 
     logging.set_verbosity_error()
     model = AutoModelForSequenceClassification.from_pretrained(

@@ -58,7 +58,7 @@ def tiny_base_dir(tmp_path_factory) -> Path:
     bundled model's tokenizer, for end-to-end runs of the command line in seconds."""
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from diffprune.data_paths import default_model_path
+    from diffprune.loading import default_model_path
 
     folder = tmp_path_factory.mktemp("tiny_base")
     tokenizer = AutoTokenizer.from_pretrained(default_model_path())

@@ -224,3 +224,42 @@ def test_a_finished_run_is_not_overwritten_without_the_flag(tmp_path, tiny_base_
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
     assert _train(tiny_base_dir, out, "--max-steps", "2", "--seed", "1", "--overwrite") == 0
     assert json.loads((out / "config.json").read_text())["train"]["seed"] == 1
+
+
+def _published(folder):
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+
+@pytest.mark.parametrize("killed_after", [1, 7])
+def test_a_killed_overwrite_leaves_the_earlier_run_whole(tmp_path, tiny_base_dir, monkeypatch,
+                                                         killed_after, capsys):
+    out = tmp_path / "run"
+    assert _train(tiny_base_dir, out) == 0
+    assert main(["eval", str(out), "--data-dir", str(GLUE_DIR), "--max-eval-samples", "8",
+                 "--max-seq-length", "32"]) == 0
+    before = _published(out)
+    assert {"diff.safetensors", "metrics.json", "config.json", "eval.json"} <= before.keys()
+    with monkeypatch.context() as patch:
+        _die_after_checkpoint(patch, killed_after)
+        assert _train(tiny_base_dir, out, "--seed", "1", "--overwrite") == 130
+    # Killed in L0 training or in fixed-mask finetuning: every published file is as it was.
+    assert _published(out) == before
+    # Continued, the new run replaces the whole earlier set: no stale eval.json beside it.
+    assert main(["train", "--resume", str(out)]) == 0
+    after = _published(out)
+    assert "eval.json" not in after and after["diff.safetensors"] != before["diff.safetensors"]
+    assert json.loads(after["config.json"])["train"]["seed"] == 1
+    assert not (out / ".incoming").exists() and not (out / "checkpoint").exists()
+    assert "task file:" in after["train.log"].decode()
+
+
+def test_a_failed_overwrite_of_full_finetuning_keeps_its_model(tmp_path, tiny_base_dir,
+                                                               monkeypatch):
+    out = tmp_path / "run"
+    assert _train(tiny_base_dir, out, "--method", "full", "--max-steps", "2") == 0
+    model = {p.name: p.read_bytes() for p in (out / "model").iterdir()}
+    monkeypatch.setattr(DiffPruneModel, "project", lambda self: 1 / 0)  # fails after stage 1
+    with pytest.raises(ZeroDivisionError):
+        _train(tiny_base_dir, out, "--max-steps", "2", "--overwrite")
+    assert {p.name: p.read_bytes() for p in (out / "model").iterdir()} == model
+    assert not (out / "diff.safetensors").exists()

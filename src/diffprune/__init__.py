@@ -15,8 +15,8 @@ __version__ = "0.1.0"  # before the imports: task_file records it
 
 from diffprune.bank import TaskBank
 from diffprune.config import DiffPruneConfig
-from diffprune.data_paths import default_model_path
 from diffprune.gates import HardConcrete
+from diffprune.loading import default_model_path
 from diffprune.model import DiffPruneModel, get_diffprune_model
 from diffprune.nonadaptive import nonadaptive_from_finetuned
 from diffprune.optim import build_optimizer

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from diffprune.fingerprint import fingerprint
+from diffprune.loading import base_path, load_classifier, load_tokenizer
 from diffprune.task_file import TaskDiff, TaskFileError, load_task, task_path
 
 
@@ -92,18 +93,10 @@ class TaskBank:
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path | None = None, **kwargs: Any) -> TaskBank:
         """Load a base model (default: the bundled MiniLM) and its tokenizer."""
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-        from transformers.utils import logging as hf_logging
-
-        from diffprune.data_paths import default_model_path
-
-        path = str(name_or_path or default_model_path())
-        hf_logging.set_verbosity_error()
-        model = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(path)
-        except (OSError, ValueError):  # a weights-only directory: fine for merge and tensors
-            tokenizer = None
+        path = base_path(name_or_path)
+        model = load_classifier(path, **kwargs)[0]
+        # a weights-only folder has no tokenizer: fine for merge and for tensors
+        tokenizer = load_tokenizer(path, required=False)
         return cls(model, {"name_or_path": path}, tokenizer)
 
     # ----------------------------------------------------------------- tasks

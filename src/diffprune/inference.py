@@ -7,16 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
-from transformers.utils import logging as hf_logging
 
 from diffprune.bank import TaskBank
 from diffprune.data.task import TaskSpec
-from diffprune.data_paths import DEFAULT_MODEL_PACKAGE, base_path
+from diffprune.loading import DEFAULT_MODEL_PACKAGE, base_path, load_classifier, load_tokenizer
+from diffprune.run_folder import FULL_MODEL, TASK_INFO
 from diffprune.task_file import load_task, task_path
-
-FULL_MODEL_DIR = "model"
-TASK_INFO = "diffprune_task.json"  # the task spec saved beside a fully finetuned model
 
 
 @dataclass
@@ -32,13 +28,11 @@ class TaskModel:
 def load_task_model(path: str | Path, model: str | None = None) -> TaskModel:
     """From a task file or run folder; ``model`` overrides the base recorded in the file."""
     path = Path(path)
-    hf_logging.set_verbosity_error()
-    full = path / FULL_MODEL_DIR
+    full = path / FULL_MODEL
     if (full / TASK_INFO).is_file():  # a run of --method full
         spec = TaskSpec.from_dict(json.loads((full / TASK_INFO).read_text()))
-        tokenizer = AutoTokenizer.from_pretrained(full)
-        net = AutoModelForSequenceClassification.from_pretrained(full).eval()
-        return TaskModel(net, tokenizer, spec, str(full))
+        net = load_classifier(full)[0].eval()
+        return TaskModel(net, load_tokenizer(full), spec, str(full))
     file = task_path(path)
     task = load_task(file)
     spec = TaskSpec.from_dict(task.task)

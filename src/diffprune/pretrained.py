@@ -17,9 +17,8 @@ from diffprune.config import DiffPruneConfig
 from diffprune.export import task_from_model
 from diffprune.fingerprint import fingerprint
 from diffprune.model import DiffPruneModel
+from diffprune.run_folder import TASK_FILE
 from diffprune.task_file import TaskDiff, TaskFileError, load_task, save_task, task_path
-
-TASK_FILE = "diff.safetensors"
 
 
 def task_info_from_config(model: torch.nn.Module) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from safetensors.torch import save as save_safetensors
 
 from diffprune import __version__, codec
 from diffprune.fingerprint import raw_bytes
+from diffprune.run_folder import TASK_FILE
 
 FORMAT = "diffprune-task"
 FORMAT_VERSION = 1
@@ -348,7 +349,7 @@ def from_bytes(data: bytes, source: str = "<bytes>") -> TaskDiff:
 def task_path(path: str | Path) -> Path:
     """A task file, or a run folder holding ``diff.safetensors``."""
     path = Path(path)
-    return path / "diff.safetensors" if path.is_dir() else path
+    return path / TASK_FILE if path.is_dir() else path
 
 
 def load_task(path: str | Path) -> TaskDiff:

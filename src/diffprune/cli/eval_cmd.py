@@ -31,9 +31,11 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from diffprune.data.files import read_labelled
     from diffprune.data.glue import get_task, load_glue
+    from diffprune.data.tokenize import sequence_limit
     from diffprune.inference import load_task_model
+    from diffprune.run_folder import EVAL, RunFolder
     from diffprune.training.data import make_loader
-    from diffprune.training.evaluate import evaluate, sequence_limit
+    from diffprune.training.evaluate import evaluate
 
     loaded = load_task_model(args.path, args.model)
     spec = loaded.spec
@@ -54,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     for split, metrics in scores.items():
         shown = "  ".join(f"{k} {100 * v:.2f}" for k, v in metrics.items())
         print(f"{spec.name} {split} ({len(splits[split]):,} examples): {shown}")
-    output = args.output or (args.path / "eval.json" if args.path.is_dir() else None)
+    output = args.output or (RunFolder(args.path) / EVAL if args.path.is_dir() else None)
     if output is not None:
         report = {"source": loaded.source, "task": spec.name, "metric": spec.metric,
                   "examples": {k: len(v) for k, v in splits.items()}, "scores": scores}

@@ -22,8 +22,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quiet_transformers() -> None:
+    """The CLI prints its own summary; Transformers' notes (the new head's weights are newly
+    initialised, and the like) are expected here and would only bury it."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    quiet_transformers()
     try:
         return args.func(args)
     except BrokenPipeError:  # output piped into `head` and the like

@@ -54,9 +54,8 @@ def read_inputs(stream, name: str) -> list[tuple[str, ...]]:
 
 def run(args: argparse.Namespace) -> int:
     from diffprune.data.files import decode_utf8
+    from diffprune.data.tokenize import encode, pad, sequence_limit
     from diffprune.inference import describe_outputs, load_task_model
-    from diffprune.training.data import encode
-    from diffprune.training.evaluate import sequence_limit
 
     if args.input == "-":  # bytes where there are (a real stdin), else the text stream itself
         raw = getattr(sys.stdin, "buffer", None)
@@ -71,8 +70,7 @@ def run(args: argparse.Namespace) -> int:
     with torch.no_grad():
         for start in range(0, len(examples), args.batch_size):
             chunk = examples[start:start + args.batch_size]
-            batch = tokenizer.pad(encode(tokenizer, chunk, length),
-                                  return_tensors="pt")
+            batch = pad(tokenizer, encode(tokenizer, chunk, length))
             logits = model(**batch).logits.float()
             outputs = logits.squeeze(-1) if loaded.spec.labels is None else logits
             for answer in describe_outputs(outputs, loaded.spec):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from diffprune.cli.args import add_dataclass_flags, build_dataclass
 from diffprune.config import DiffPruneConfig
+from diffprune.run_folder import FULL_MODEL, TASK_FILE
 from diffprune.training.presets import load_recipe, recipe_path
 from diffprune.training.settings import TrainSettings
 
@@ -58,7 +59,6 @@ def settings_from_args(args: argparse.Namespace) -> tuple[DiffPruneConfig, Train
 
 def run(args: argparse.Namespace) -> int:
     from diffprune.training.recipe import settings_for_resume, train_task
-    from diffprune.training.reference import reference_score
 
     if getattr(args, "resume", None):
         config, settings = settings_for_resume(args.resume)
@@ -70,9 +70,9 @@ def run(args: argparse.Namespace) -> int:
     out = Path(settings.output)
     metric, score = metrics["metric"], 100 * metrics["dev"][metrics["metric"]]
     if settings.method == "full":
-        print(f"model: {out / 'model'}")
+        print(f"model: {out / FULL_MODEL}")
     else:
-        print(f"task file: {out / 'diff.safetensors'} ({metrics['file_bytes']:,} bytes, "
+        print(f"task file: {out / TASK_FILE} ({metrics['file_bytes']:,} bytes, "
               f"{metrics['nonzeros']:,} nonzeros = "
               f"{100 * metrics['density_after_projection']:.3f}% of the gated parameters)")
         if "density_before_projection" in metrics:
@@ -81,8 +81,5 @@ def run(args: argparse.Namespace) -> int:
     line = f"dev {metric}: {score:.2f}"
     if "dev_from_file" in metrics:
         line += f" (from the task file: {100 * metrics['dev_from_file'][metric]:.2f})"
-    reference = reference_score(settings.model, metrics["task"])
-    if reference is not None and settings.method != "full":
-        line += f"; full finetuning of this base: {reference['score']:.2f} ({reference['note']})"
     print(line)
     return 0

@@ -22,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from diffprune import __version__
 from diffprune.bank import TaskBank
 from diffprune.data.task import TaskSpec
+from diffprune.data.tokenize import encode, sequence_limit
 from diffprune.inference import describe_outputs
 from diffprune.serve.batcher import MicroBatcher
 from diffprune.serve.limits import ServeLimits
@@ -150,6 +151,7 @@ def create_app(bank: TaskBank, tokenizer, limits: ServeLimits | None = None) -> 
     """The API over ``bank``; tasks already in the bank are served."""
     limits = limits or ServeLimits()
     batcher = MicroBatcher(bank, tokenizer, limits.batch_rows, limits.batch_wait_ms / 1000)
+    length = sequence_limit(bank.model, tokenizer, limits.max_seq_length)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -182,8 +184,7 @@ def create_app(bank: TaskBank, tokenizer, limits: ServeLimits | None = None) -> 
     async def predict(task: str, body: PredictRequest) -> dict:
         spec = spec_of(task)
         examples = _examples(body, limits)
-        rows = [dict(tokenizer(*example, truncation=True, max_length=limits.max_seq_length))
-                for example in examples]
+        rows = [row for example in examples for row in encode(tokenizer, [example], length)]
         try:
             outputs = await asyncio.wrap_future(batcher.submit(task, rows))
         except KeyError as err:  # removed while the request waited

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from diffprune.bank import TaskBank
+from diffprune.data.tokenize import pad
 
 
 @dataclass
@@ -93,6 +94,6 @@ class MicroBatcher:
     def _run(self, jobs: list[_Job]) -> list[torch.Tensor]:
         rows = [row for job in jobs for row in job.rows]
         tasks = [job.task for job in jobs for _ in job.rows]
-        batch = self.tokenizer.pad(rows, return_tensors="pt")
+        batch = pad(self.tokenizer, rows)
         self.batches += 1
         return self.bank.forward_mixed(tasks, **batch)

@@ -19,8 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from diffprune.model import PREFIX
-
-CHECKPOINT = "checkpoint"
+from diffprune.run_folder import CHECKPOINT
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:

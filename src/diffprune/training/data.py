@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch.utils.data import DataLoader
-from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from diffprune.data.files import load_files
 from diffprune.data.glue import get_task, load_glue
 from diffprune.data.task import Split, TaskData
+from diffprune.data.tokenize import encode, pad
 from diffprune.training.settings import TrainSettings
 
 
@@ -27,14 +30,6 @@ def load_task_data(settings: TrainSettings) -> TaskData:
     return data
 
 
-def encode(tokenizer: PreTrainedTokenizerBase, texts: list[tuple[str, ...]],
-           max_length: int) -> list[dict]:
-    """Token ids per example; pairs are truncated longest-first."""
-    columns = list(zip(*texts))
-    encoded = tokenizer(*columns, truncation=True, max_length=max_length)
-    return [{k: v[i] for k, v in encoded.items()} for i in range(len(texts))]
-
-
 def make_loader(tokenizer: PreTrainedTokenizerBase, split: Split, batch_size: int,
                 max_length: int, shuffle: bool,
                 generator: torch.Generator | None = None) -> DataLoader:
@@ -45,4 +40,4 @@ def make_loader(tokenizer: PreTrainedTokenizerBase, split: Split, batch_size: in
         for f, y in zip(encode(tokenizer, split.texts, max_length), split.labels)
     ]
     return DataLoader(features, batch_size=batch_size, shuffle=shuffle, generator=generator,
-                      collate_fn=DataCollatorWithPadding(tokenizer))
+                      collate_fn=partial(pad, tokenizer))

@@ -29,14 +29,24 @@ from tqdm.auto import tqdm
 
 from diffprune.bank import TaskBank
 from diffprune.config import DiffPruneConfig
-from diffprune.data_paths import base_path
+from diffprune.data.tokenize import sequence_limit
 from diffprune.density_control import DensityController, final_target, gate_learning_rate
 from diffprune.export import task_from_model
-from diffprune.inference import FULL_MODEL_DIR, TASK_INFO
+from diffprune.loading import base_path, load_base
 from diffprune.model import DiffPruneModel
 from diffprune.nonadaptive import nonadaptive_from_finetuned
 from diffprune.optim import adamw, build_optimizer, make_scheduler
 from diffprune.plots import plot_density_trace
+from diffprune.run_folder import (
+    CONFIG,
+    DENSITY_PLOT,
+    FULL_MODEL,
+    LOG,
+    METRICS,
+    TASK_FILE,
+    TASK_INFO,
+    RunFolder,
+)
 from diffprune.task_file import save_task
 from diffprune.training.checkpoint import (
     CHECKPOINT,
@@ -45,11 +55,9 @@ from diffprune.training.checkpoint import (
     restore_training,
 )
 from diffprune.training.data import load_task_data, make_loader
-from diffprune.training.evaluate import evaluate, load_base, sequence_limit
+from diffprune.training.evaluate import evaluate
 from diffprune.training.settings import TrainSettings
 from diffprune.training.stage import Stage, StageContext, StageState, run_stage
-
-CONFIG_FILE = "config.json"
 
 
 def make_accelerator() -> Accelerator:
@@ -78,7 +86,7 @@ def peak_memory_mb() -> float:
 
 def settings_for_resume(folder: str | Path) -> tuple[DiffPruneConfig, TrainSettings]:
     """The method and run settings saved in a run folder, to continue it as it was started."""
-    path = Path(folder) / CONFIG_FILE
+    path = RunFolder(folder).config()
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: {folder} is not a diffprune run folder")
     saved = json.loads(path.read_text())
@@ -92,6 +100,7 @@ class _Run:
     def __init__(self, config: DiffPruneConfig, settings: TrainSettings, acc: Accelerator):
         self.config, self.settings, self.acc = config, settings, acc
         self.out_dir = Path(settings.output)
+        self.folder = RunFolder(self.out_dir)
         self.progress = read_progress(self.out_dir) if settings.resume else None
         self.data = load_task_data(settings)
         self.spec = self.data.spec
@@ -104,7 +113,7 @@ class _Run:
                                            length, shuffle=False)
                             for s, split in self.data.dev.items()}
         self.metrics: dict = {} if self.progress is None else self.progress["run"]
-        self.logger = _file_logger(self.out_dir / "train.log", acc.is_main_process)
+        self.logger = _file_logger(self.folder.staging / LOG, acc.is_main_process)
         self.ctx = StageContext(acc, acc.prepare_data_loader(train), self.generator,
                                 settings.seed, self.out_dir, self.score,
                                 settings.checkpoint_steps, self.metrics, self.log)
@@ -113,6 +122,12 @@ class _Run:
         if self.acc.is_main_process:
             tqdm.write(line)
             self.logger.info(line)
+
+    def close_log(self) -> None:
+        """Let go of the log file, so that it can move into place."""
+        for handler in list(self.logger.handlers):
+            handler.close()
+            self.logger.removeHandler(handler)
 
     def score(self, model) -> tuple[float, dict]:
         scores = evaluate(model, self.dev_loaders, self.spec)
@@ -168,16 +183,12 @@ def _file_logger(path: Path, active: bool) -> logging.Logger:
     return logger
 
 
-# What a finished run leaves: training into its folder again would replace it.
-FINISHED_RUN_FILES = ("metrics.json", "diff.safetensors", FULL_MODEL_DIR)
-
-
 def _check_output(settings: TrainSettings) -> None:
     out_dir = Path(settings.output)
     if settings.resume is None and (out_dir / CHECKPOINT).exists():
         raise FileExistsError(f"{out_dir} holds a checkpoint of an earlier run: continue it with "
                               f"--resume {out_dir}, or pick another --output")
-    found = [name for name in FINISHED_RUN_FILES if (out_dir / name).exists()]
+    found = RunFolder(out_dir).finished()
     if settings.resume is None and found and not settings.overwrite:
         raise FileExistsError(f"{out_dir} holds a finished run ({', '.join(found)}): pick another "
                               "--output, or pass --overwrite to replace it")
@@ -191,11 +202,14 @@ def train_task(config: DiffPruneConfig, settings: TrainSettings,
         config = replace(config, structured=settings.method == "diff-structured")
     _check_output(settings)
     acc = accelerator or make_accelerator()
+    if acc.is_main_process and settings.resume is None:  # left by a run killed before its
+        shutil.rmtree(RunFolder(settings.output).staging, ignore_errors=True)  # first checkpoint
+    acc.wait_for_everyone()
     torch.manual_seed(settings.seed)
     run = _Run(config, settings, acc)
     if acc.is_main_process:
         run.out_dir.mkdir(parents=True, exist_ok=True)
-        (run.out_dir / CONFIG_FILE).write_text(json.dumps(
+        run.folder.staged(CONFIG).write_text(json.dumps(
             {"diffprune": config.to_dict(), "train": asdict(settings)}, indent=2) + "\n")
     run.metrics.update(task=run.spec.name, method=settings.method, metric=run.spec.metric,
                        selection_split=run.data.selection_split,
@@ -206,7 +220,7 @@ def train_task(config: DiffPruneConfig, settings: TrainSettings,
         state = run.full_finetune(run.base)
         final = state.best_scores
         if acc.is_main_process:
-            folder = run.out_dir / FULL_MODEL_DIR
+            folder = run.folder.staged(FULL_MODEL)
             run.base.save_pretrained(folder)
             run.tokenizer.save_pretrained(folder)
             (folder / TASK_INFO).write_text(json.dumps(run.spec.to_dict(), indent=2) + "\n")
@@ -220,10 +234,12 @@ def train_task(config: DiffPruneConfig, settings: TrainSettings,
                        train_seconds=round(time.time() - start, 1),
                        peak_memory_mb=peak_memory_mb())
     if acc.is_main_process:
-        (run.out_dir / "metrics.json").write_text(json.dumps(run.metrics, indent=2) + "\n")
-        shutil.rmtree(run.out_dir / CHECKPOINT, ignore_errors=True)  # finished: nothing to resume
         run.log(f"done in {run.metrics['train_seconds']:.0f} s; metrics in "
-                f"{run.out_dir / 'metrics.json'}")
+                f"{run.folder / METRICS}")
+        run.close_log()
+        run.folder.staged(METRICS).write_text(json.dumps(run.metrics, indent=2) + "\n")
+        run.folder.publish()  # the earlier run's results, if any, give way only now
+        shutil.rmtree(run.out_dir / CHECKPOINT, ignore_errors=True)  # finished: nothing to resume
     acc.wait_for_everyone()
     return run.metrics if acc.is_main_process else {}
 
@@ -274,7 +290,7 @@ def _diff_model(run: _Run) -> DiffPruneModel:
                            l0_final_drift=control.drift,
                            density_trace=control.trace)
         if acc.is_main_process:
-            plot_density_trace([(run.spec.name, control.trace)], run.out_dir / "density.png")
+            plot_density_trace([(run.spec.name, control.trace)], run.folder.staged(DENSITY_PLOT))
     warning = open_gates_warning(run.metrics["density_before_projection"], run.config.density,
                                  steps)
     if warning:
@@ -343,11 +359,11 @@ def _export(run: _Run, model: DiffPruneModel, scores: dict) -> None:
     # The header records the dev scores and what each stage actually ran with.
     metrics = {**scores[run.data.selection_split], "stages": run.metrics.get("stages", {})}
     path = save_task(task_from_model(model, run.spec.to_dict(), metrics, base_info),
-                     run.out_dir / "diff.safetensors")
+                     run.folder.staged(TASK_FILE))
     bank = TaskBank(load_base(run.settings.model, run.spec)[1])
     bank.add(run.spec.name, path)
     bank.activate(run.spec.name)
     run.metrics["dev_from_file"] = evaluate(bank.model, run.dev_loaders, run.spec)[
         run.data.selection_split]
     run.metrics["file_bytes"] = path.stat().st_size
-    run.log(f"task file: {path} ({run.metrics['file_bytes']:,} bytes)")
+    run.log(f"task file: {run.folder / TASK_FILE} ({run.metrics['file_bytes']:,} bytes)")

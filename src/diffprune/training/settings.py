@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from diffprune.data_paths import local_model_path
+from diffprune.loading import local_model_path
 
 Method = Literal["diff-structured", "diff", "nonadaptive", "full"]
 METHODS: tuple[str, ...] = ("diff-structured", "diff", "nonadaptive", "full")
