@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"  # before the imports: task_file records it
-
+from diffprune._version import __version__
 from diffprune.bank import TaskBank
 from diffprune.config import DiffPruneConfig
 from diffprune.gates import HardConcrete

@@ -28,7 +28,8 @@ import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from diffprune import __version__, codec
+from diffprune import codec
+from diffprune._version import __version__
 from diffprune.fingerprint import raw_bytes
 from diffprune.run_folder import TASK_FILE
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from diffprune import __version__
+from diffprune._version import __version__
 from diffprune.cli import eval_cmd, inspect_cmd, merge_cmd, predict_cmd, serve_cmd, train
 
 

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from diffprune import __version__
+from diffprune._version import __version__
 from diffprune.bank import TaskBank
 from diffprune.data.task import TaskSpec
 from diffprune.data.tokenize import encode, sequence_limit
