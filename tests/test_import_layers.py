@@ -14,8 +14,8 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 LAYERS = [
-    ("core", ["diffprune._version", "diffprune.config", "diffprune.gates", "diffprune.diff",
-              "diffprune.projection", "diffprune.targets", "diffprune.model",
+    ("core", ["diffprune._version", "diffprune.bounds", "diffprune.config", "diffprune.gates",
+              "diffprune.diff", "diffprune.projection", "diffprune.targets", "diffprune.model",
               "diffprune.density_control", "diffprune.optim", "diffprune.nonadaptive"]),
     ("files and models", ["diffprune.codec", "diffprune.fingerprint", "diffprune.run_folder",
                           "diffprune.task_file", "diffprune.export", "diffprune.pretrained",

@@ -2,30 +2,83 @@
 
 from __future__ import annotations
 
+import argparse
 import math
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from diffprune.cli.main import main
-from diffprune.training.settings import _RANGES, TrainSettings
+from diffprune.bounds import bounded_fields
+from diffprune.cli.main import build_parser, main
+from diffprune.cli.settings import EvalSettings, PredictSettings
+from diffprune.config import DiffPruneConfig
+from diffprune.serve.limits import ServeLimits
+from diffprune.training.settings import TrainSettings
+
+SETTINGS = [TrainSettings, DiffPruneConfig, ServeLimits, EvalSettings, PredictSettings]
+BOUNDED = [(cls, name, bounds) for cls in SETTINGS for name, bounds in bounded_fields(cls).items()]
 
 
-@given(name=st.sampled_from(sorted(_RANGES)), below=st.floats(1e-6, 1e6))
-def test_any_value_below_its_bound_is_refused_naming_the_flag(name, below):
-    low, strict = _RANGES[name]
-    with pytest.raises(ValueError, match="--" + name.replace("_", "-")):
-        TrainSettings(**{name: low - below})
-    if strict:
+def outside(bounds: tuple, distance: float) -> list[float]:
+    """Values just past each end of a range (the end itself where it is open)."""
+    low, high, open_low, open_high = bounds
+    values = []
+    if low is not None:
+        values += [low - distance] + ([low] if open_low else [])
+    if high is not None:
+        values += [high + distance] + ([high] if open_high else [])
+    return values
+
+
+def test_every_dataclass_has_ranges():
+    for cls in SETTINGS:
+        assert bounded_fields(cls), cls.__name__
+
+
+@given(field=st.sampled_from(BOUNDED), distance=st.floats(1e-3, 1e6))
+def test_any_value_outside_its_range_is_refused_naming_the_flag(field, distance):
+    cls, name, bounds = field
+    for value in outside(bounds, distance):
         with pytest.raises(ValueError, match="--" + name.replace("_", "-")):
-            TrainSettings(**{name: low})
+            cls(**{name: value})
 
 
-@pytest.mark.parametrize("name", sorted(_RANGES))
-def test_not_a_number_is_refused(name):
-    with pytest.raises(ValueError, match="finite"):
-        TrainSettings(**{name: math.nan})
+@pytest.mark.parametrize("field", BOUNDED, ids=lambda f: f"{f[0].__name__}.{f[1]}")
+def test_not_a_number_is_refused(field):
+    cls, name, _ = field
+    for value in (math.nan, math.inf, "3", True):
+        with pytest.raises(ValueError, match="finite"):
+            cls(**{name: value})
+
+
+def _flags(command: str) -> set[str]:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return {o for a in sub.choices[command]._actions for o in a.option_strings}
+
+
+COMMANDS = {"train": [TrainSettings, DiffPruneConfig], "eval": [EvalSettings],
+            "predict": [PredictSettings], "serve": [ServeLimits]}
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_bounded_flag_is_parsed_against_its_range(command, tmp_path, capsys):
+    flags = _flags(command)
+    checked = 0
+    for cls in COMMANDS[command]:
+        for name, bounds in bounded_fields(cls).items():
+            flag = "--" + name.replace("_", "-")
+            if flag not in flags:
+                continue
+            for value in outside(bounds, 0.5):
+                argv = [command] + ([str(tmp_path)] if command in ("eval", "predict") else [])
+                with pytest.raises(SystemExit) as exit_info:
+                    main([*argv, flag, repr(value)])
+                assert exit_info.value.code == 2
+                assert flag in capsys.readouterr().err
+                checked += 1
+    assert checked >= 2  # the subcommand exposes its ranged settings as flags
 
 
 @pytest.mark.parametrize("argv, flag", [(["--epochs", "-1"], "--epochs"),
@@ -34,7 +87,9 @@ def test_not_a_number_is_refused(name):
                                         (["--max-seq-length", "-1"], "--max-seq-length")])
 def test_the_command_line_exits_2_before_loading_anything(tmp_path, capsys, argv, flag):
     out = tmp_path / "run"
-    assert main(["train", "--output", str(out), *argv]) == 2
+    with pytest.raises(SystemExit) as exit_info:  # refused while the flags are parsed
+        main(["train", "--output", str(out), *argv])
+    assert exit_info.value.code == 2
     assert flag in capsys.readouterr().err
     assert not out.exists()
 

@@ -10,18 +10,14 @@ generates the command-line flags, so every field carries help text in its metada
 from __future__ import annotations
 
 import dataclasses
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
+
+from diffprune.bounds import check_bounds
+from diffprune.bounds import setting as _field
 
 PenaltyForm = Literal["code", "paper"]
 DensityControl = Literal["target", "fixed"]
-
-
-def _field(default: Any, help: str, **kwargs: Any) -> Any:
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"help": help}, **kwargs)
-    return field(default=default, metadata={"help": help}, **kwargs)
 
 
 @dataclass
@@ -41,37 +37,44 @@ class DiffPruneConfig:
         "sum_g P(z_g>0) * sum_i P(z_i>0) of the paper's text.",
     )
     l0_lambda: float = _field(
-        1.25e-7, "Weight of the expected-L0 penalty in the loss (a plain sum over gates)."
-    )
+        1.25e-7, "Weight of the expected-L0 penalty in the loss (a plain sum over gates).", low=0)
     density_control: DensityControl = _field(
         "target", "'target': a multiplier, applied as a decoupled step on the log-alphas, "
         "steers the expected density along a schedule to target_multiple x density "
         "(density_control.py); 'fixed': the paper's constant l0_lambda alone.")
     target_multiple: float = _field(
-        2.0, "Stage 1's final density target, as a multiple of the projection's density.")
+        2.0, "Stage 1's final density target, as a multiple of the projection's density.", low=1)
     target_start: float = _field(
         0.0, "Fraction of stage 1 during which the target stays at the start density (the "
-        "diff trains densely first).")
+        "diff trains densely first).", low=0, high=1, open_high=True)
     target_warmup: float = _field(
-        0.7, "Fraction of stage 1 by which the target reaches its final value (then held).")
+        0.7, "Fraction of stage 1 by which the target reaches its final value (then held).",
+        low=0, high=1, open_low=True)
     multiplier_gain: float = _field(
         0.2, "Density control's proportional action: logits of drift per step per logit of "
-        "density error.")
+        "density error.", low=0)
     multiplier_lr: float = _field(
         0.002, "Density control's integral action: change of the drift per step per logit of "
-        "density error.")
+        "density error.", low=0)
     gate_speed_headroom: float = _field(
         2.0, "With density control, the element gates' lr is at least this many times the "
-        "schedule's pace in logits per step (0 = use log_alpha_lr as given).")
-    init_log_alpha: float = _field(5.0, "Initial log-alpha of every gate (P(z>0) ~ 0.993).")
-    stretch_left: float = _field(-1.5, "Left end l of the hard-concrete stretch interval.")
-    stretch_right: float = _field(1.5, "Right end r of the hard-concrete stretch interval.")
-    temperature: float = _field(1.0, "Hard-concrete temperature beta (the paper uses 1).")
-    noise_eps: float = _field(1e-4, "Uniform noise u is clipped to [eps, 1 - eps].")
+        "schedule's pace in logits per step (0 = use log_alpha_lr as given).", low=0)
+    init_log_alpha: float = _field(
+        5.0, "Initial log-alpha of every gate (P(z>0) ~ 0.993).", low=-100, high=100)
+    stretch_left: float = _field(
+        -1.5, "Left end l of the hard-concrete stretch interval.", low=-100, high=100)
+    stretch_right: float = _field(
+        1.5, "Right end r of the hard-concrete stretch interval.", low=-100, high=100)
+    temperature: float = _field(
+        1.0, "Hard-concrete temperature beta (the paper uses 1).", low=0, open_low=True)
+    noise_eps: float = _field(
+        1e-4, "Uniform noise u is clipped to [eps, 1 - eps].",
+        low=0, high=0.5, open_low=True, open_high=True)
     fused: bool = _field(
         True, "Fuse the gates' elementwise math with torch.compile (eager fallback, same results)."
     )
-    density: float = _field(0.005, "Fraction of gated parameters kept by the projection.")
+    density: float = _field(
+        0.005, "Fraction of gated parameters kept by the projection.", low=0, high=1, open_low=True)
     target_patterns: list[str] = _field(
         [], "Regexes (re.search on parameter names) choosing the gated tensors; empty = all."
     )
@@ -82,65 +85,44 @@ class DiffPruneConfig:
         "model: for Transformers models, everything outside the base model.",
     )
     diff_lr: float = _field(
-        3e-4, "L0 stage: learning rate of the diff vector w (linear decay; the paper: 1e-5).")
+        3e-4, "L0 stage: learning rate of the diff vector w (linear decay; the paper: 1e-5).",
+        low=0, open_low=True)
     log_alpha_lr: float = _field(
         0.1, "L0 stage: learning rate of every log-alpha (constant; raised to keep pace under "
-        "density control, see gate_speed_headroom).")
+        "density control, see gate_speed_headroom).", low=0, open_low=True)
     group_log_alpha_lr: float | None = _field(
         None, "Learning rate of the structured variant's group log-alphas (constant); None = "
-        "log_alpha_lr, as in the paper. A diagnostic knob: BENCHMARKS.md measures it.")
+        "log_alpha_lr, as in the paper. A diagnostic knob: BENCHMARKS.md measures it.",
+        low=0, open_low=True)
     head_lr: float | None = _field(
-        1e-3, "L0 stage: learning rate of the dense task head; None = diff_lr (the paper).")
+        1e-3, "L0 stage: learning rate of the dense task head; None = diff_lr (the paper).",
+        low=0, open_low=True, optional=True)
     diff_max_grad_norm: float = _field(
-        1.0, "L0 and fixed-mask stages: gradient-norm clip of w and the head; 0 = none.")
+        1.0, "L0 and fixed-mask stages: gradient-norm clip of w and the head; 0 = none.", low=0)
     log_alpha_max_grad_norm: float = _field(
-        1.0, "L0 stage: gradient-norm clip of log-alpha; 0 = none.")
-    adam_eps: float = _field(1e-8, "AdamW epsilon (it interacts with the tiny penalty gradient).")
+        1.0, "L0 stage: gradient-norm clip of log-alpha; 0 = none.", low=0)
+    adam_eps: float = _field(
+        1e-8, "AdamW epsilon (it interacts with the tiny penalty gradient).", low=0, open_low=True)
     weight_decay: float = _field(
-        0.0, "L0 and fixed-mask stages: AdamW weight decay of w and the head.")
+        0.0, "L0 and fixed-mask stages: AdamW weight decay of w and the head.", low=0)
 
     def __post_init__(self) -> None:
+        check_bounds(self)  # every number against the range in its field's metadata
         if self.structured_penalty not in ("code", "paper"):
             raise ValueError(
                 f"structured_penalty must be 'code' or 'paper', got {self.structured_penalty!r}"
             )
+        if self.density_control not in ("target", "fixed"):
+            raise ValueError(f"density_control must be 'target' or 'fixed', got "
+                             f"{self.density_control!r}")
         if not self.stretch_left < 0.0 < 1.0 < self.stretch_right:
             raise ValueError(
                 "the stretch interval must satisfy l < 0 < 1 < r so that gates can be exactly 0 "
                 f"or 1; got l={self.stretch_left}, r={self.stretch_right}"
             )
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        if not 0.0 < self.noise_eps < 0.5:
-            raise ValueError(f"noise_eps must be in (0, 0.5), got {self.noise_eps}")
-        if not 0.0 < self.density <= 1.0:
-            raise ValueError(f"density must be in (0, 1], got {self.density}")
-        for name in ("l0_lambda", "weight_decay", "diff_max_grad_norm", "log_alpha_max_grad_norm"):
-            value = getattr(self, name)
-            if not (value >= 0 and math.isfinite(value)):
-                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
-        if self.density_control not in ("target", "fixed"):
-            raise ValueError(f"density_control must be 'target' or 'fixed', got "
-                             f"{self.density_control!r}")
-        if not (math.isfinite(self.target_multiple) and self.target_multiple >= 1.0):
-            raise ValueError(f"target_multiple must be a finite number >= 1, got "
-                             f"{self.target_multiple}")
-        if not 0.0 <= self.target_start < self.target_warmup <= 1.0:
-            raise ValueError("target_start and target_warmup must satisfy 0 <= target_start < "
-                             f"target_warmup <= 1, got {self.target_start} and "
-                             f"{self.target_warmup}")
-        for name in ("multiplier_lr", "multiplier_gain", "gate_speed_headroom"):
-            value = getattr(self, name)
-            if not (value >= 0 and math.isfinite(value)):
-                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
-        for name in ("diff_lr", "log_alpha_lr", "adam_eps"):
-            value = getattr(self, name)
-            if not (value > 0 and math.isfinite(value)):
-                raise ValueError(f"{name} must be a finite number > 0, got {value}")
-        for name in ("head_lr", "group_log_alpha_lr"):
-            value = getattr(self, name)
-            if value is not None and not (value > 0 and math.isfinite(value)):
-                raise ValueError(f"{name} must be a finite number > 0 or None, got {value}")
+        if not self.target_start < self.target_warmup:
+            raise ValueError("target_start must be below target_warmup, got "
+                             f"{self.target_start} and {self.target_warmup}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

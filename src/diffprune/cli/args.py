@@ -8,6 +8,8 @@ import types
 import typing
 from typing import Any
 
+from diffprune.bounds import span, within
+
 
 def _scalar_type(annotation: Any) -> tuple[Any, bool]:
     """(type to parse with, whether it is a list) for a field annotation."""
@@ -22,17 +24,24 @@ def _scalar_type(annotation: Any) -> tuple[Any, bool]:
     return annotation, False
 
 
-def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, title: str) -> None:
-    """One ``--field-name`` flag per field; defaults come from the dataclass."""
+def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, title: str,
+                        only: tuple[str, ...] | None = None) -> None:
+    """One ``--field-name`` flag per field (or per field named in ``only``); defaults, help and
+    ranges come from the dataclass."""
     group = parser.add_argument_group(title)
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
+        if only is not None and f.name not in only:
+            continue
         kind, is_list = _scalar_type(hints[f.name])
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         help_text = f"{f.metadata.get('help', '')} (default: {default})"
         choices = typing.get_args(hints[f.name]) if typing.get_origin(hints[f.name]) is \
             typing.Literal else None
+        bounds = f.metadata.get("bounds")
+        if bounds is not None:  # parsed against the range the dataclass checks
+            kind = bounded(kind, *bounds)
         if kind is bool:
             group.add_argument(flag, dest=f.name, default=argparse.SUPPRESS,
                                action=argparse.BooleanOptionalAction, help=help_text)
@@ -49,17 +58,19 @@ def build_dataclass(cls: type, namespace: argparse.Namespace, base: dict | None 
     return cls(**values)
 
 
-def bounded(kind: type, low: float, high: float | None = None):
-    """An argparse ``type`` that parses ``kind`` and refuses values outside [low, high]; argparse
-    puts the flag's name in front of the message."""
+def bounded(kind: type, low: float | None = None, high: float | None = None,
+            open_low: bool = False, open_high: bool = False):
+    """An argparse ``type`` that parses ``kind`` and refuses values outside its range (see
+    ``diffprune.bounds``); argparse puts the flag's name in front of the message."""
+    limits = (low, high, open_low, open_high)
+
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
-        if value != value or value < low or (high is not None and value > high):
-            span = f">= {low}" if high is None else f"in [{low}, {high}]"
-            raise argparse.ArgumentTypeError(f"must be {span}, got {text}")
+        if not within(value, limits):
+            raise argparse.ArgumentTypeError(f"must be a finite number {span(limits)}, got {text}")
         return value
 
     parse.__name__ = kind.__name__

@@ -14,16 +14,14 @@ from pathlib import Path
 
 import torch
 
-from diffprune.cli.args import bounded
+from diffprune.cli.args import add_dataclass_flags, build_dataclass
+from diffprune.cli.settings import PredictSettings
 
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("predict", help="label sentences or pairs; JSON lines out")
     parser.add_argument("path", type=Path, help="task file, or a run folder")
-    parser.add_argument("--input", default="-", help="input file (default: stdin)")
-    parser.add_argument("--model", default=None, help="base model (default: the file's)")
-    parser.add_argument("--batch-size", type=bounded(int, 1), default=64)
-    parser.add_argument("--max-seq-length", type=bounded(int, 8), default=128)
+    add_dataclass_flags(parser, PredictSettings, "prediction")
     parser.set_defaults(func=run)
 
 
@@ -57,19 +55,20 @@ def run(args: argparse.Namespace) -> int:
     from diffprune.data.tokenize import encode, pad, sequence_limit
     from diffprune.inference import describe_outputs, load_task_model
 
-    if args.input == "-":  # bytes where there are (a real stdin), else the text stream itself
+    settings = build_dataclass(PredictSettings, args)
+    if settings.input == "-":  # bytes where there are (a real stdin), else the text stream itself
         raw = getattr(sys.stdin, "buffer", None)
         text = decode_utf8(raw.read(), "<stdin>") if raw is not None else sys.stdin.read()
     else:
-        text = decode_utf8(Path(args.input).read_bytes(), args.input)
-    examples = read_inputs(io.StringIO(text, newline=None), args.input if args.input != "-"
+        text = decode_utf8(Path(settings.input).read_bytes(), settings.input)
+    examples = read_inputs(io.StringIO(text, newline=None), settings.input if settings.input != "-"
                            else "<stdin>")
-    loaded = load_task_model(args.path, args.model)
+    loaded = load_task_model(args.path, settings.model)
     model, tokenizer = loaded.model.eval(), loaded.tokenizer
-    length = sequence_limit(model, tokenizer, args.max_seq_length)
+    length = sequence_limit(model, tokenizer, settings.max_seq_length)
     with torch.no_grad():
-        for start in range(0, len(examples), args.batch_size):
-            chunk = examples[start:start + args.batch_size]
+        for start in range(0, len(examples), settings.batch_size):
+            chunk = examples[start:start + settings.batch_size]
             batch = pad(tokenizer, encode(tokenizer, chunk, length))
             logits = model(**batch).logits.float()
             outputs = logits.squeeze(-1) if loaded.spec.labels is None else logits

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from diffprune.cli.args import bounded
+from diffprune.cli.args import add_dataclass_flags, bounded, build_dataclass
 from diffprune.serve.limits import ServeLimits
 
 
@@ -17,22 +17,15 @@ def _task_arg(value: str) -> tuple[str, str]:
 
 
 def add_parser(subparsers) -> None:
-    defaults = ServeLimits()
     parser = subparsers.add_parser("serve", help="serve task files over HTTP (OpenAPI at /docs)")
     parser.add_argument("--task", dest="tasks", action="append", type=_task_arg, default=[],
                         metavar="NAME=PATH", help="a task file or run folder; repeat for more")
     parser.add_argument("--model", default=None, help="base model (default: the bundled MiniLM)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=bounded(int, 1, 65535), default=8000)
-    parser.add_argument("--max-batch", type=bounded(int, 1), default=defaults.max_batch,
-                        help="inputs per request")
-    parser.add_argument("--max-seq-length", type=bounded(int, 8),
-                        default=defaults.max_seq_length)
-    parser.add_argument("--batch-rows", type=bounded(int, 1), default=defaults.batch_rows,
-                        help="rows per shared forward pass")
-    parser.add_argument("--batch-wait-ms", type=bounded(float, 0.0),
-                        default=defaults.batch_wait_ms,
-                        help="how long a request waits for others to share its batch")
+    add_dataclass_flags(parser, ServeLimits, "limits",
+                        only=("max_batch", "max_seq_length", "batch_rows", "batch_wait_ms",
+                              "max_body_bytes", "max_upload_bytes", "max_text_chars"))
     parser.add_argument("--allow-path-loading", action="store_true",
                         help="let POST /v1/tasks name a task file on this machine, inside "
                              "--task-root only (default: uploads only)")
@@ -61,9 +54,8 @@ def run(args: argparse.Namespace) -> int:
     for name, path in args.tasks:  # any bad file stops here, before serving
         bank.add(name, path)
         print(f"loaded {name} from {path}")
-    limits = ServeLimits(max_batch=args.max_batch, max_seq_length=args.max_seq_length,
-                         batch_rows=args.batch_rows, batch_wait_ms=args.batch_wait_ms,
-                         task_root=None if args.task_root is None else str(args.task_root))
+    limits = build_dataclass(ServeLimits, args, {
+        "task_root": None if args.task_root is None else str(args.task_root)})
     uvicorn.run(create_app(bank, bank.tokenizer, limits), host=args.host, port=args.port,
                 log_level="info")
     return 0

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from diffprune.data.task import Split, TaskData, TaskSpec
 
+DEFAULT_TEXT_COLUMNS = ("text",)  # own data: the column(s) read when none are named
+DEFAULT_LABEL_COLUMN = "label"
 PROBLEM_TYPES = ("auto", "classification", "regression")
 
 

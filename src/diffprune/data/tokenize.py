@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import torch
 
+DEFAULT_MAX_SEQ_LENGTH = 128  # tokens per example, pairs truncated longest-first
+DEFAULT_EVAL_BATCH_SIZE = 64
+
 
 def sequence_limit(model: torch.nn.Module, tokenizer, requested: int) -> int:
     """``requested`` tokens, cut to what the model's position table and tokenizer allow."""

@@ -4,18 +4,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from diffprune.bounds import check_bounds, setting
+from diffprune.data.tokenize import DEFAULT_MAX_SEQ_LENGTH
+
 
 @dataclass(frozen=True)
 class ServeLimits:
-    """Bounds on what one request may ask for."""
+    """Bounds on what one request may ask for, and how requests share a forward pass."""
 
-    max_body_bytes: int = 1 << 20  # a predict request
-    max_upload_bytes: int = 64 << 20  # a task file sent to POST /v1/tasks
-    max_batch: int = 64  # inputs per request
-    max_text_chars: int = 10_000  # per text, before tokenisation
-    max_seq_length: int = 128  # tokens per input, pairs truncated longest-first
-    batch_rows: int = 64  # rows per shared forward pass
-    batch_wait_ms: float = 5.0  # how long the first request of a batch waits for company
+    max_body_bytes: int = setting(1 << 20, "Bytes of one predict request.", low=1)
+    max_upload_bytes: int = setting(64 << 20, "Bytes of a task file sent to POST /v1/tasks.",
+                                    low=1)
+    max_batch: int = setting(64, "Inputs per request.", low=1)
+    max_text_chars: int = setting(10_000, "Characters per text, before tokenisation.", low=1)
+    max_seq_length: int = setting(
+        DEFAULT_MAX_SEQ_LENGTH, "Tokens per input (pairs are truncated longest-first).", low=8)
+    batch_rows: int = setting(64, "Rows per shared forward pass.", low=1)
+    batch_wait_ms: float = setting(
+        5.0, "How long the first request of a batch waits for others to share it (ms).",
+        low=0, high=10_000)
     # POST /v1/tasks may name a file on the server's disk only inside this folder; None (the
     # default) takes uploads only.
-    task_root: str | None = None
+    task_root: str | None = setting(None, "The folder path loading is limited to.")
+
+    def __post_init__(self) -> None:
+        check_bounds(self)

@@ -2,32 +2,17 @@
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
+from diffprune.bounds import check_bounds
+from diffprune.bounds import setting as _field
+from diffprune.data.files import DEFAULT_LABEL_COLUMN, DEFAULT_TEXT_COLUMNS
+from diffprune.data.tokenize import DEFAULT_EVAL_BATCH_SIZE, DEFAULT_MAX_SEQ_LENGTH
 from diffprune.loading import local_model_path
 
 Method = Literal["diff-structured", "diff", "nonadaptive", "full"]
-METHODS: tuple[str, ...] = ("diff-structured", "diff", "nonadaptive", "full")
-
-
-# Numeric settings and their lower bound (True: the bound itself is refused too), checked where
-# the settings are built, so a bad flag fails before any data or model is loaded.
-_RANGES: dict[str, tuple[float, bool]] = {
-    "epochs": (0, True), "mask_epochs": (0, False), "mask_lr": (0, True), "full_lr": (0, True),
-    "full_max_grad_norm": (0, False), "full_weight_decay": (0, False), "batch_size": (1, False),
-    "eval_batch_size": (1, False), "max_seq_length": (8, False), "max_steps": (0, False),
-    "max_train_samples": (0, False), "max_eval_samples": (0, False),
-    "checkpoint_steps": (0, False), "seed": (0, False),
-}
-
-
-def _field(default: Any, help: str) -> Any:
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass
@@ -42,8 +27,9 @@ class TrainSettings:
         None, "Folder in the classic GLUE TSV layout; without it, Hugging Face datasets.")
     train_file: str | None = _field(None, "Own training data: .csv, .tsv or .jsonl.")
     dev_file: str | None = _field(None, "Own dev data, same columns as --train-file.")
-    text_columns: list[str] = _field(["text"], "Own data: one or two text columns.")
-    label_column: str = _field("label", "Own data: the label (or score) column.")
+    text_columns: list[str] = _field(
+        list(DEFAULT_TEXT_COLUMNS), "Own data: one or two text columns.")
+    label_column: str = _field(DEFAULT_LABEL_COLUMN, "Own data: the label (or score) column.")
     problem_type: Literal["auto", "classification", "regression"] = _field(
         "auto", "Own data: auto treats non-integer numbers as regression scores.")
     task_name: str | None = _field(None, "Own data: task name (default: the train file's name).")
@@ -62,33 +48,32 @@ class TrainSettings:
     recipe: str | None = _field(
         None, "A preset: 'default', 'paper' (the paper's exact setting) or a JSON file of the "
         "same shape; --config and flags override it.")
-    epochs: float = _field(2.0, "Epochs of L0 training (and of finetuning for full/nonadaptive).")
-    mask_epochs: float = _field(2.0, "Epochs of fixed-mask finetuning.")
+    epochs: float = _field(
+        2.0, "Epochs of L0 training (and of finetuning for full/nonadaptive).",
+        low=0, open_low=True)
+    mask_epochs: float = _field(2.0, "Epochs of fixed-mask finetuning.", low=0)
     mask_lr: float = _field(
         3e-3, "Fixed-mask stage: learning rate of the kept values and the head (linear decay; "
-        "the paper: 5e-5).")
-    full_lr: float = _field(1.5e-4, "Full finetuning (full and nonadaptive): learning rate.")
+        "the paper: 5e-5).", low=0, open_low=True)
+    full_lr: float = _field(
+        1.5e-4, "Full finetuning (full and nonadaptive): learning rate.", low=0, open_low=True)
     full_max_grad_norm: float = _field(
-        1.0, "Full finetuning: gradient-norm clip; 0 = none.")
-    full_weight_decay: float = _field(0.0, "Full finetuning: AdamW weight decay.")
-    batch_size: int = _field(16, "Training batch size (per process).")
-    eval_batch_size: int = _field(64, "Evaluation batch size.")
-    max_seq_length: int = _field(128, "Tokens per example (pairs are truncated longest-first).")
-    max_steps: int = _field(0, "Stop each stage after this many optimizer steps (0 = no limit).")
-    max_train_samples: int = _field(0, "Use only the first N training examples (0 = all).")
-    max_eval_samples: int = _field(0, "Evaluate on the first N dev examples (0 = all).")
+        1.0, "Full finetuning: gradient-norm clip; 0 = none.", low=0)
+    full_weight_decay: float = _field(0.0, "Full finetuning: AdamW weight decay.", low=0)
+    batch_size: int = _field(16, "Training batch size (per process).", low=1)
+    eval_batch_size: int = _field(DEFAULT_EVAL_BATCH_SIZE, "Evaluation batch size.", low=1)
+    max_seq_length: int = _field(
+        DEFAULT_MAX_SEQ_LENGTH, "Tokens per example (pairs are truncated longest-first).", low=8)
+    max_steps: int = _field(
+        0, "Stop each stage after this many optimizer steps (0 = no limit).", low=0)
+    max_train_samples: int = _field(0, "Use only the first N training examples (0 = all).", low=0)
+    max_eval_samples: int = _field(0, "Evaluate on the first N dev examples (0 = all).", low=0)
     checkpoint_steps: int = _field(
-        0, "Also checkpoint every N steps (0 = at the end of each epoch only).")
-    seed: int = _field(0, "Random seed.")
+        0, "Also checkpoint every N steps (0 = at the end of each epoch only).", low=0)
+    seed: int = _field(0, "Random seed.", low=0)
 
     def __post_init__(self) -> None:
-        for name, (low, strict) in _RANGES.items():
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or \
-                    not math.isfinite(value) or value < low or (strict and value == low):
-                flag = "--" + name.replace("_", "-")
-                bound = f"> {low}" if strict else f">= {low}"
-                raise ValueError(f"{flag} must be a finite number {bound}, got {value!r}")
+        check_bounds(self)  # every number against the range in its field's metadata
         if self.model:
             local_model_path(self.model)  # a local path that does not exist fails here
         if self.output is None:
