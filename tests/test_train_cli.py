@@ -263,3 +263,11 @@ def test_a_failed_overwrite_of_full_finetuning_keeps_its_model(tmp_path, tiny_ba
         _train(tiny_base_dir, out, "--max-steps", "2", "--overwrite")
     assert {p.name: p.read_bytes() for p in (out / "model").iterdir()} == model
     assert not (out / "diff.safetensors").exists()
+
+
+def test_train_can_write_a_lossless_task_file(tmp_path, tiny_base_dir):
+    from diffprune.task_file import read_metadata
+
+    out = tmp_path / "run"
+    assert _train(tiny_base_dir, out, "--max-steps", "2", "--encoding", "lossless") == 0
+    assert read_metadata(out / "diff.safetensors")["encoding"] == "lossless"

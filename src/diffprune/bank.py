@@ -31,7 +31,7 @@ from diffprune.task_file import TaskDiff, TaskFileError, load_task, task_path
 class _Resident:
     """A task as kept in memory: positions into the bank's flat weight buffer and the values."""
 
-    task: TaskDiff
+    file: TaskDiff  # as read: its spec (``file.task``), base record and diff
     positions: torch.Tensor  # (k,) int32 (int64 past 2**31 weights), over all gated tensors
     values: torch.Tensor  # (k,) the file's dtype (compact files: float16)
     head: dict[str, nn.Parameter]
@@ -186,11 +186,11 @@ class TaskBank:
     def describe(self) -> list[dict[str, Any]]:
         """One row per task: labels, nonzeros, density, bytes on disk and in memory."""
         with self._lock:
-            return [{"name": n, "labels": r.task.task.get("labels"),
-                     "problem_type": r.task.task.get("problem_type"),
-                     "nonzeros": r.task.nonzeros, "density": r.task.density,
+            return [{"name": n, "labels": r.file.task.get("labels"),
+                     "problem_type": r.file.task.get("problem_type"),
+                     "nonzeros": r.file.nonzeros, "density": r.file.density,
                      "file_bytes": r.file_bytes, "resident_bytes": r.resident_bytes,
-                     "base_fingerprint": r.task.base.get("fingerprint"),
+                     "base_fingerprint": r.file.base.get("fingerprint"),
                      "active": n == self._active}
                     for n, r in self._tasks.items()]
 
@@ -340,15 +340,15 @@ class TaskBank:
         with self._lock:
             self.activate(name)
             merged = copy.deepcopy(self.model)
-        task = self._tasks[name].task.task
-        labels = task.get("labels") or []
+        spec = self._tasks[name].file.task
+        labels = spec.get("labels") or []
         config = merged.config
-        config.num_labels = int(task.get("num_labels") or max(1, len(labels)))
+        config.num_labels = int(spec.get("num_labels") or max(1, len(labels)))
         if labels:
             config.id2label = dict(enumerate(labels))
             config.label2id = {label: i for i, label in enumerate(labels)}
-        if task.get("problem_type"):
-            config.problem_type = task["problem_type"]
+        if spec.get("problem_type"):
+            config.problem_type = spec["problem_type"]
         for param in merged.parameters():
             param.requires_grad_(True)
         output_dir = Path(output_dir)

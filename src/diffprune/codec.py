@@ -84,7 +84,9 @@ def encode_values(values: np.ndarray) -> bytes:
     """float values -> float16 byte planes (high bytes first, then low bytes)."""
     half = values.astype(np.float16)
     if not np.isfinite(half).all():
-        raise ValueError("a diff value does not fit float16; save with compact=False")
+        raise ValueError("a diff value does not fit float16 (beyond ±65504): save the task with "
+                         "encoding='lossless' (save_task, save_pretrained; "
+                         "diffprune train --encoding lossless)")
     pairs = half.view(np.uint8).reshape(-1, 2)  # little-endian: [low, high]
     return np.concatenate([pairs[:, 1], pairs[:, 0]]).tobytes()
 

@@ -359,7 +359,7 @@ def _export(run: _Run, model: DiffPruneModel, scores: dict) -> None:
     # The header records the dev scores and what each stage actually ran with.
     metrics = {**scores[run.data.selection_split], "stages": run.metrics.get("stages", {})}
     path = save_task(task_from_model(model, run.spec.to_dict(), metrics, base_info),
-                     run.folder.staged(TASK_FILE))
+                     run.folder.staged(TASK_FILE), run.settings.encoding)
     bank = TaskBank(load_base(run.settings.model, run.spec)[1])
     bank.add(run.spec.name, path)
     bank.activate(run.spec.name)

@@ -36,6 +36,9 @@ class TrainSettings:
     quoting: Literal["auto", "standard", "none"] = _field(
         "auto", "Own data: 'standard' reads CSV quoting, 'none' takes quotes literally (GLUE's "
         "TSV files); 'auto' is standard for .csv and none for .tsv.")
+    encoding: Literal["compact", "lossless"] = _field(
+        "compact", "Task file: 'compact' stores float16 values and packed positions (about 3 "
+        "bytes per nonzero); 'lossless' stores float32 values and int32 positions.")
     model: str | None = _field(
         None, "Base model: local path or hub name (default: the bundled MiniLM).")
     output: str | None = _field(None, "Output directory (default: runs/<task>).")
