@@ -16,5 +16,5 @@ run() {
   rm -rf $out
   cmd="$* --output $out $COMMON"
   OMP_NUM_THREADS=1 $cmd > /dev/null 2>&1 && python -c "
-import json,sys; m=json.load(open('$out/metrics.json')); m['command']=sys.argv[1]; json.dump(m, open('benchmarks/results/glue-diagnostics/$name.json','w'), indent=2)" "$cmd"
+import json,sys; sys.path.insert(0,'benchmarks'); from run_settings import recorded_settings; m=json.load(open('$out/metrics.json')); m['command']=sys.argv[1]; m['settings']=recorded_settings('$out'); json.dump(m, open('benchmarks/results/glue-diagnostics/$name.json','w'), indent=2)" "$cmd"
 }

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 from _report import RESULTS
-from glue_report import projection_table
+from glue_render import projection_table
 
 DIAGNOSTICS = RESULTS / "glue-diagnostics"
 OUT = DIAGNOSTICS / "projection"

@@ -1,0 +1,135 @@
+"""The benchmark report's verdicts (``benchmarks/glue_results.py``), on small fixture results.
+
+Each goal is checked met and missed; the renderer only formats what these functions return.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from glue_render import verdict_lines  # noqa: E402
+from glue_results import (  # noqa: E402
+    claim_verdicts,
+    control_rows,
+    control_verdicts,
+    density_points,
+    point_means,
+    summarise,
+)
+
+
+def _run(method, task, seed, final, *, metric="spearman", bytes_=300_000, **extra):
+    return {"method": method, "task": task, "seed": seed, "metric": metric,
+            "dev": {metric: final / 100}, "bytes_per_task": bytes_, "train_seconds": 1.0,
+            "peak_memory_mb": 1.0, **extra}
+
+
+def _row(**tasks):
+    return {**tasks, "tasks": list(tasks), "bytes_per_task": tasks.pop("bytes", 300_000)}
+
+
+def _by_goal(verdicts):
+    return {v.goal: v for v in verdicts}
+
+
+def test_the_claim_against_full_finetuning_is_met_only_at_or_above_it():
+    for structured, met in ((70.0, True), (69.99, False), (72.0, True)):
+        summary = summarise({"full": [_run("full", "stsb", 0, 70.0)],
+                             "diff-structured": [_run("diff-structured", "stsb", 0, structured)]})
+        (verdict,) = claim_verdicts(summary, {})
+        assert verdict.met is met
+        assert verdict.value == pytest.approx(structured - 70.0)
+
+
+def test_the_gap_is_over_the_tasks_both_rows_ran():
+    summary = summarise({
+        "full": [_run("full", "stsb", 0, 70.0), _run("full", "rte", 0, 50.0)],
+        "diff-structured": [_run("diff-structured", "stsb", s, v) for s, v in ((0, 71), (1, 73))]})
+    (verdict,) = claim_verdicts(summary, {})
+    assert verdict.value == pytest.approx(2.0)  # the mean of two seeds, on STS-B only
+    assert "over STS-B" in verdict.measured and "RTE" not in verdict.measured
+
+
+@pytest.mark.parametrize("structured_bytes, score, met", [
+    (300_000, 75.0, True), (300_001, 75.0, False), (300_000, 74.0, False), (100_000, 73.0, False)])
+def test_a_peer_is_beaten_only_with_more_points_and_no_more_bytes(structured_bytes, score, met):
+    summary = {"diff-structured": _row(stsb=score, bytes=structured_bytes),
+               "houlsby": _row(stsb=74.0, bytes=300_000)}
+    verdict = _by_goal(claim_verdicts(summary, {}))["diff-structured beats houlsby at no more "
+                                                    "bytes"]
+    assert verdict.met is met
+    assert f"{structured_bytes / 300_000:.2f}x its bytes" in verdict.measured
+
+
+def test_the_better_lora_row_is_chosen_on_the_tasks_both_ran():
+    summary = {"diff-structured": _row(stsb=72.0), "lora": _row(stsb=60.0, rte=99.0),
+               "lora-pooler": _row(stsb=74.0)}
+    verdicts = _by_goal(claim_verdicts(summary, {}))
+    better = verdicts["diff-structured beats the better LoRA row (lora + pooler)"]
+    assert better.met is False and better.value == pytest.approx(-2.0)
+    summary["lora-pooler"] = _row(stsb=71.0)
+    better = _by_goal(claim_verdicts(summary, {}))[
+        "diff-structured beats the better LoRA row (lora + pooler)"]
+    assert better.met is True and better.value == pytest.approx(1.0)
+
+
+def _density(method, task, density, final):
+    return _run(method, task, 0, final, density=density)
+
+
+def test_the_order_of_the_pruned_methods_is_counted_per_point():
+    density = {
+        "diff-structured": [_density("diff-structured", "stsb", 0.001, 70),
+                            _density("diff-structured", "stsb", 0.01, 60)],
+        "diff": [_density("diff", "stsb", 0.001, 65), _density("diff", "stsb", 0.01, 65)],
+        "nonadaptive": [_density("nonadaptive", "stsb", 0.001, 60),
+                        _density("nonadaptive", "stsb", 0.01, 62)]}
+    points = point_means(density_points(density, {}))
+    verdicts = _by_goal(claim_verdicts({}, points))
+    order = verdicts["diff-structured ≥ diff ≥ non-adaptive"]
+    assert (order.value, order.met) == (1, False)  # holds at 0.1%, not at 1%
+    assert "1 of 2" in order.measured
+    trend = next(v for g, v in verdicts.items() if g.startswith("diff-structured minus"))
+    assert trend.met is None and "0.1%: +10.0" in trend.measured and "1%: -2.0" in trend.measured
+    density["nonadaptive"][1] = _density("nonadaptive", "stsb", 0.01, 50)
+    density["diff"][1] = _density("diff", "stsb", 0.01, 55)
+    order = _by_goal(claim_verdicts({}, point_means(density_points(density, {}))))[
+        "diff-structured ≥ diff ≥ non-adaptive"]
+    assert order.met is True
+
+
+def _l0(method, seed, density, target, after_l0, after_projection, final):
+    def scores(v):
+        return {"dev": {"spearman": v / 100}}
+
+    return _run(method, "stsb", seed, final, density_before_projection=density,
+                density_target=target, dev_after_l0=scores(after_l0),
+                dev_after_projection=scores(after_projection), selection_split="dev")
+
+
+def test_density_control_goals_count_the_default_rows_only():
+    matrix = {"diff-structured": [_l0("diff-structured", 0, 0.0102, 0.01, 50.0, 51.0, 72.0),
+                                  _l0("diff-structured", 1, 0.0070, 0.01, 50.0, 47.0, 70.0)],
+              "diff-structured-fixed": [_l0("diff-structured-fixed", 0, 0.96, None, 54.0, 11.0,
+                                            71.0)]}
+    rows = control_rows(matrix)
+    assert [r["method"] for r in rows] == ["diff-structured"] * 2 + ["diff-structured-fixed"]
+    assert rows[1]["off_target"] == pytest.approx(-0.3) and rows[1]["drop"] == pytest.approx(3.0)
+    on_target, projection = control_verdicts(rows)
+    assert (on_target.value, on_target.met) == (1, False)
+    assert "furthest: -30%" in on_target.measured
+    assert (projection.value, projection.met) == (1, False)
+    assert "largest fall: 3.0 points" in projection.measured
+    assert all(v.met for v in control_verdicts(rows[:1]))
+    assert control_verdicts(rows[2:]) == []  # no default row: no verdict
+
+
+def test_a_verdict_line_says_met_missed_or_nothing():
+    summary = {"full": _row(stsb=70.0), "diff-structured": _row(stsb=69.0)}
+    assert verdict_lines(claim_verdicts(summary, {})).endswith("— missed.")
+    summary["diff-structured"] = _row(stsb=71.0)
+    assert verdict_lines(claim_verdicts(summary, {})).endswith("— met.")
