@@ -409,6 +409,9 @@ def longer_section(results: Path, matrix: dict[str, list[dict]]) -> str:
 
 README_ROWS = ("full", "diff-structured", "diff", "nonadaptive", "diff-structured-fixed",
                "lora", "lora-pooler", "houlsby")
+# The verdicts the README repeats: the claim itself and the strongest peer of each kind.
+README_GOALS = ("matches full finetuning", "beats houlsby at no more bytes",
+                "beats the better LoRA row (lora + pooler)", "beats the better LoRA row (lora)")
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 
 
@@ -427,7 +430,9 @@ def readme_results(summary: dict) -> str:
                      f"{row['bytes_per_task']:,} | "
                      + " | ".join(f"{row[t]:.1f}" if t in row else "–" for t in tasks)
                      + f" | {avg} |")
-    return "\n".join(lines)
+    headline = [v for v in claim_verdicts(summary, {})
+                if v.goal.endswith(README_GOALS)]
+    return "\n".join(lines) + ("\n\n" + verdict_lines(headline) if headline else "")
 
 
 def write_readme_results(readme: Path, summary: dict) -> None:

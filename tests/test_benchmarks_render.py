@@ -33,3 +33,14 @@ def test_the_fixed_text_types_no_number():
              r"all-MiniLM-L6-v2|MiniLM-L6|L0|F1|float16|fp32|[Ss]tage 1|SST-2")
     prose = re.sub(names, "", glue_render.TEMPLATE)
     assert not re.findall(r"\d", prose), re.findall(r".{20}\d.{20}", prose)
+
+
+def test_the_readme_first_command_block_is_its_record():
+    import json
+
+    import readme_first_command as first
+
+    record = json.loads(first.RECORD.read_text())
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert f"{first.START}\n{first.block(record)}\n{first.END}" in readme
+    assert record["command"] in readme  # the command the README tells a user to run
