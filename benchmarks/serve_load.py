@@ -115,9 +115,13 @@ def expected_answers(tasks: dict[str, Path], texts: list[str]) -> dict:
     return out
 
 
-def load(url: str, plan: list[tuple[str, str]], clients: int, events: dict, deadline: float):
+def load(url: str, plan: list[tuple[str, str]], clients: int, events: dict, deadline: float,
+         arriving: dict[str, threading.Event] | None = None):
     """Send ``plan`` (task, text) from ``clients`` threads; ``events`` maps a request index to
-    an action run before it (add/remove a task). Returns per-request records."""
+    an action the client that draws it runs before its request (add/remove a task), while the
+    other clients keep sending; a request for a task in ``arriving`` waits until its event is
+    set (the task has been added). Returns per-request records."""
+    arriving = arriving or {}
     records: list[dict | None] = [None] * len(plan)
     cursor = {"next": 0}
     lock = threading.Lock()
@@ -131,9 +135,11 @@ def load(url: str, plan: list[tuple[str, str]], clients: int, events: dict, dead
                     if i >= len(plan) or time.time() > deadline:
                         return
                     cursor["next"] += 1
-                    if i in events:
-                        events[i](client, removed)
+                if i in events:  # live: the other clients keep sending meanwhile
+                    events[i](client, removed)
                 task, text = plan[i]
+                if task in arriving:
+                    arriving[task].wait()
                 start = time.perf_counter()
                 response = client.post(f"/v1/tasks/{task}/predict", json={"text": text})
                 end = time.perf_counter()
@@ -199,8 +205,11 @@ def main() -> None:
             live["tasks"] = ["t0", "t1", "t2", "t3"]
         plan.append((rng.choice(live["tasks"]), rng.choice(texts)))
 
+    t3_added = threading.Event()
+
     def add_t3(client, removed):
         upload(client, "t3", files["t3"])
+        t3_added.set()
 
     def remove_t1(client, removed):
         removed["t1"] = time.perf_counter()
@@ -209,7 +218,8 @@ def main() -> None:
     deadline = time.time() + args.max_seconds
     try:
         records, elapsed = load(server.url, plan, args.clients,
-                                {n // 2: add_t3, 3 * n // 4: remove_t1}, deadline)
+                                {n // 2: add_t3, 3 * n // 4: remove_t1}, deadline,
+                                arriving={"t3": t3_added})
     finally:
         server.stop()
     many = summarise(records, elapsed, expected)

@@ -150,7 +150,8 @@ def _inside_root(path: str, root: str) -> Path:
 def create_app(bank: TaskBank, tokenizer, limits: ServeLimits | None = None) -> FastAPI:
     """The API over ``bank``; tasks already in the bank are served."""
     limits = limits or ServeLimits()
-    batcher = MicroBatcher(bank, tokenizer, limits.batch_rows, limits.batch_wait_ms / 1000)
+    batcher = MicroBatcher(bank, tokenizer, limits.batch_rows, limits.batch_wait_ms / 1000,
+                           limits.batch_window_ms / 1000)
     length = sequence_limit(bank.model, tokenizer, limits.max_seq_length)
 
     @asynccontextmanager

@@ -1,10 +1,15 @@
 """Micro-batching across tasks: requests that arrive together share forward passes.
 
 Callers submit tokenised rows tagged with their task; one worker thread takes whatever is queued
-(up to ``max_rows``, waiting at most ``max_wait`` seconds for more after the first), pads it into
-one batch and runs the bank's mixed-task forward, which applies each task's diff in turn under
-the bank's lock. A request therefore never sees a half-applied diff, and adding or removing a
-task (same lock) happens between batches.
+(up to ``max_rows``), pads it into one batch and runs the bank's mixed-task forward, which
+applies each task's diff in turn under the bank's lock. A request therefore never sees a
+half-applied diff, and adding or removing a task (same lock) happens between batches.
+
+How long a batch waits: after each request, ``max_wait`` more for the next one, and at most
+``window`` in all. A lone request waits ``max_wait``; under load, the requests one batch answered
+come back over a few milliseconds each, and the next batch waits for them rather than run a few
+rows at a time. That matters most when tasks mix, since each task in a batch costs its own pass
+over its rows (``benchmarks/serve_load.py`` measures it).
 """
 
 from __future__ import annotations
@@ -31,9 +36,10 @@ class _Job:
 class MicroBatcher:
     """Runs queued rows of any tasks through ``bank.forward_mixed`` in shared batches."""
 
-    def __init__(self, bank: TaskBank, tokenizer, max_rows: int = 64, max_wait: float = 0.005):
+    def __init__(self, bank: TaskBank, tokenizer, max_rows: int = 64, max_wait: float = 0.005,
+                 window: float = 0.05):
         self.bank, self.tokenizer = bank, tokenizer
-        self.max_rows, self.max_wait = max_rows, max_wait
+        self.max_rows, self.max_wait, self.window = max_rows, max_wait, max(window, max_wait)
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name="diffprune-batcher", daemon=True)
         self.batches = 0  # forward passes run, for the load report
@@ -54,7 +60,8 @@ class MicroBatcher:
         if first is None:
             return None
         jobs, rows = [first], len(first.rows)
-        deadline = time.monotonic() + self.max_wait
+        start = time.monotonic()
+        deadline = start + self.max_wait
         while rows < self.max_rows:
             try:
                 job = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
@@ -65,6 +72,7 @@ class MicroBatcher:
                 break
             jobs.append(job)
             rows += len(job.rows)
+            deadline = min(start + self.window, time.monotonic() + self.max_wait)
         return jobs
 
     def _loop(self) -> None:

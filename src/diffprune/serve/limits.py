@@ -21,8 +21,10 @@ class ServeLimits:
         DEFAULT_MAX_SEQ_LENGTH, "Tokens per input (pairs are truncated longest-first).", low=8)
     batch_rows: int = setting(64, "Rows per shared forward pass.", low=1)
     batch_wait_ms: float = setting(
-        5.0, "How long the first request of a batch waits for others to share it (ms).",
-        low=0, high=10_000)
+        5.0, "How long a batch waits for the next request to share it (ms).", low=0, high=10_000)
+    batch_window_ms: float = setting(
+        50.0, "The longest a batch waits for requests in all (ms): under load it fills up to "
+        "this while requests keep coming.", low=0, high=10_000)
     # POST /v1/tasks may name a file on the server's disk only inside this folder; None (the
     # default) takes uploads only.
     task_root: str | None = setting(None, "The folder path loading is limited to.")

@@ -1,0 +1,62 @@
+"""The micro-batcher's window: it waits for requests while they keep coming, up to a bound."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import torch
+
+from diffprune.serve.batcher import MicroBatcher
+
+
+class _Bank:
+    """Records each batch's rows; answers one zero per row."""
+
+    def __init__(self):
+        self.lock = threading.RLock()
+        self.tasks = ["a", "b"]
+        self.batches: list[list[str]] = []
+
+    def forward_mixed(self, tasks, **inputs):
+        self.batches.append(list(tasks))
+        return [torch.zeros(1) for _ in tasks]
+
+
+class _Tokenizer:
+    def pad(self, rows, return_tensors="pt"):
+        return {"input_ids": torch.tensor([r["input_ids"] for r in rows])}
+
+
+def _spaced(batcher, gaps, task="a"):
+    futures = []
+    for gap in gaps:
+        time.sleep(gap)
+        futures.append(batcher.submit(task, [{"input_ids": [1]}]))
+    for f in futures:
+        f.result(timeout=5)
+
+
+def test_requests_that_keep_coming_share_a_batch_up_to_the_window():
+    bank = _Bank()
+    batcher = MicroBatcher(bank, _Tokenizer(), max_rows=64, max_wait=0.04, window=0.5)
+    try:
+        _spaced(batcher, [0.0] + [0.02] * 5)  # each within max_wait of the one before
+        assert [len(b) for b in bank.batches] == [6]
+    finally:
+        batcher.close()
+
+
+def test_a_gap_longer_than_max_wait_starts_a_new_batch_and_the_window_bounds_one():
+    bank = _Bank()
+    batcher = MicroBatcher(bank, _Tokenizer(), max_rows=64, max_wait=0.04, window=0.1)
+    try:
+        _spaced(batcher, [0.0, 0.3])  # the second comes long after the first batch ran
+        assert [len(b) for b in bank.batches] == [1, 1]
+        bank.batches.clear()
+        began = time.monotonic()
+        _spaced(batcher, [0.0] + [0.025] * 12)  # 0.3 s of requests, window 0.1 s
+        assert len(bank.batches) >= 2 and sum(map(len, bank.batches)) == 13
+        assert time.monotonic() - began < 2
+    finally:
+        batcher.close()
