@@ -187,6 +187,8 @@ def _read_header(data: bytes, source: str) -> dict[str, Any]:
         raise _fail(source, f"{kind}, not a safetensors task file; refusing to load it")
     if len(data) < 8:
         raise _fail(source, f"truncated: {len(data)} bytes, shorter than a safetensors header")
+    if data[8:9] != b"{":  # said before the size, which would only be the file's first bytes
+        raise _fail(source, "not a task file: it does not start with a safetensors header")
     (size,) = struct.unpack("<Q", data[:8])
     if size > MAX_HEADER_BYTES:
         raise _fail(source, f"header of {size} bytes exceeds the {MAX_HEADER_BYTES}-byte limit")

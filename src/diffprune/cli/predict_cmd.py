@@ -56,14 +56,19 @@ def run(args: argparse.Namespace) -> int:
     from diffprune.inference import describe_outputs, load_task_model
 
     settings = build_dataclass(PredictSettings, args)
-    if settings.input == "-":  # bytes where there are (a real stdin), else the text stream itself
+    source = None if settings.input == "-" else Path(settings.input)
+    if source is not None and not source.is_file():
+        raise FileNotFoundError(f"--input {source}: " + (
+            "a folder, not a file" if source.is_dir() else "no such file"))
+    # The task before the input: a bad task file is refused before stdin is waited on.
+    loaded = load_task_model(args.path, settings.model)
+    if source is None:  # bytes where there are (a real stdin), else the text stream itself
         raw = getattr(sys.stdin, "buffer", None)
         text = decode_utf8(raw.read(), "<stdin>") if raw is not None else sys.stdin.read()
     else:
-        text = decode_utf8(Path(settings.input).read_bytes(), settings.input)
+        text = decode_utf8(source.read_bytes(), settings.input)
     examples = read_inputs(io.StringIO(text, newline=None), settings.input if settings.input != "-"
                            else "<stdin>")
-    loaded = load_task_model(args.path, settings.model)
     model, tokenizer = loaded.model.eval(), loaded.tokenizer
     length = sequence_limit(model, tokenizer, settings.max_seq_length)
     with torch.no_grad():

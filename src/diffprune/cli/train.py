@@ -32,6 +32,9 @@ def _read_config_file(path: Path | None) -> dict:
         file = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(file, dict) or not all(isinstance(v, dict) for v in file.values()):
+        raise ValueError(f"{path}: a config file is a JSON object of sections, such as "
+                         '{"diffprune": {...}, "train": {...}}')
     unknown = set(file) - {"diffprune", "train"}
     if unknown:
         raise ValueError(f"{path}: unknown sections {sorted(unknown)}; use 'diffprune', 'train'")

@@ -30,6 +30,8 @@ def read_rows(path: str | Path, quoting: str = "auto") -> list[tuple[int, dict]]
     stray quote that would swallow the rows after it shows.
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; give a .csv, .tsv or .jsonl file")
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found")
     if quoting not in QUOTINGS:
