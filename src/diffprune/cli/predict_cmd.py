@@ -60,15 +60,17 @@ def run(args: argparse.Namespace) -> int:
     if source is not None and not source.is_file():
         raise FileNotFoundError(f"--input {source}: " + (
             "a folder, not a file" if source.is_dir() else "no such file"))
-    # The task before the input: a bad task file is refused before stdin is waited on.
-    loaded = load_task_model(args.path, settings.model)
-    if source is None:  # bytes where there are (a real stdin), else the text stream itself
-        raw = getattr(sys.stdin, "buffer", None)
-        text = decode_utf8(raw.read(), "<stdin>") if raw is not None else sys.stdin.read()
-    else:
-        text = decode_utf8(source.read_bytes(), settings.input)
-    examples = read_inputs(io.StringIO(text, newline=None), settings.input if settings.input != "-"
-                           else "<stdin>")
+    name = "<stdin>" if source is None else settings.input
+    if source is None:
+        # The task before stdin: a bad task file is refused before the input is waited on.
+        loaded = load_task_model(args.path, settings.model)
+        raw = getattr(sys.stdin, "buffer", None)  # bytes where there are (a real stdin)
+        text = decode_utf8(raw.read(), name) if raw is not None else sys.stdin.read()
+    else:  # a file's bad lines are refused before the slower model load
+        text = decode_utf8(source.read_bytes(), name)
+    examples = read_inputs(io.StringIO(text, newline=None), name)
+    if source is not None:
+        loaded = load_task_model(args.path, settings.model)
     model, tokenizer = loaded.model.eval(), loaded.tokenizer
     length = sequence_limit(model, tokenizer, settings.max_seq_length)
     with torch.no_grad():
