@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from diffprune.diff import gated_weight, masked_weight
+from diffprune.diff import counter_uniform, draw_seeds, gated_weight, masked_weight
 from diffprune.gates import HardConcrete, gate_from_noise, prob_nonzero
 
 
 def _reference(theta, w, log_alpha, group_log_alpha, hc, seed):
-    torch.manual_seed(seed)
-    u = torch.rand(theta.numel()).clamp_(hc.eps, 1 - hc.eps).view(theta.shape)
+    torch.manual_seed(seed)  # the same two seeds the function draws
+    u = counter_uniform(draw_seeds(theta.device), theta.numel(), hc.eps).view(theta.shape)
     z = gate_from_noise(log_alpha, u, hc)
     delta = z * w
     l0 = prob_nonzero(log_alpha, hc).sum()
@@ -74,3 +74,30 @@ def test_fused_kernels_compile_where_a_compiler_exists():
     weight, l0 = gated_weight(theta, w, torch.full((10,), 5.0), None, HardConcrete(), fused=True)
     (weight.sum() + l0).backward()
     assert not _KERNELS.broken and set(_KERNELS.compiled) == {"forward", "backward"}
+
+
+def test_the_counter_noise_is_uniform_and_independent():
+    """The hash noise has the uniform distribution the gate needs: moments, a Kolmogorov-Smirnov
+    distance, and no correlation between neighbouring entries or between seeds."""
+    torch.manual_seed(0)
+    n = 200_000
+    u = counter_uniform(draw_seeds(torch.device("cpu")), n, 0.0).double()
+    assert abs(u.mean().item() - 0.5) < 0.003 and abs(u.var().item() - 1 / 12) < 0.002
+    ks = (torch.sort(u).values - torch.arange(1, n + 1, dtype=torch.float64) / n).abs().max()
+    assert ks < 1.63 / n ** 0.5 * 1.5  # well inside the 1% critical value of the KS test
+    def corr(a, b):
+        return torch.corrcoef(torch.stack([a, b]))[0, 1].abs().item()
+    assert corr(u[:-1], u[1:]) < 0.01
+    v = counter_uniform(draw_seeds(torch.device("cpu")), n, 0.0).double()
+    assert corr(u, v) < 0.01
+    # Low bits too: the parity of 2**k * u is a fair coin for every k up to the 24 bits kept.
+    for k in (1, 8, 16, 23):
+        assert abs(((u * 2 ** k).floor() % 2).mean().item() - 0.5) < 0.01
+
+
+def test_the_noise_is_a_function_of_the_seeds_alone():
+    seeds = torch.tensor([12345, 2**32 - 1])
+    a, b = counter_uniform(seeds, 1000, 1e-4), counter_uniform(seeds, 1000, 1e-4)
+    assert torch.equal(a, b) and a.min() >= 1e-4 and a.max() <= 1 - 1e-4
+    assert torch.equal(counter_uniform(seeds, 10, 1e-4), a[:10])  # entry i is entry i
+    assert not torch.equal(counter_uniform(torch.tensor([12346, 2**32 - 1]), 1000, 1e-4), a)

@@ -1,12 +1,12 @@
 """The diff parametrisation of one tensor: theta + z * w (stage 1) or theta + m * w (stage 2).
 
-Stage 1 runs as one autograd function per tensor. Its forward draws the noise and returns the
-effective weight and the tensor's expected L0; it saves only the gate z for backward, where the
-noise, s and the penalty's sigmoid terms are recomputed from z and log_alpha (see
-``gates.gate_grad_from_gate``). The elementwise math of both passes is fused by ``torch.compile``
-into one loop each where a compiler is available (one parameter-sized read or write per
-operand instead of one per operation), and runs eagerly otherwise; the noise comes from the
-ordinary torch generator either way, so both give the same gates for the same seed.
+Stage 1 runs as one autograd function per tensor. Its forward returns the effective weight
+and the tensor's expected L0. The noise u is counter-based: a hash of each entry's index and of
+two seeds drawn from the torch generator per call (``counter_uniform``), so the forward computes
+it inside its loop instead of drawing a parameter-sized buffer, and the backward computes the
+same u again instead of keeping z: only the two seeds are saved. The elementwise math of both
+passes is fused by ``torch.compile`` into one loop each where a compiler is available, and runs
+eagerly otherwise; both compute the same noise from the same seeds, so both give the same gates.
 """
 
 from __future__ import annotations
@@ -17,28 +17,67 @@ import torch
 
 from diffprune.gates import HardConcrete
 
+_M32 = 0xFFFFFFFF
 
-def _forward_math(theta: torch.Tensor, w: torch.Tensor, log_alpha: torch.Tensor,
-                  u: torch.Tensor, group_gate: torch.Tensor | None, left: float, right: float,
-                  temperature: float, shift: float):
-    """(weight, z, sum_i P(z_i > 0)) for noise u; every tensor argument has theta's shape."""
+
+def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
+    """x * c mod 2**32 for int64 x in [0, 2**32) without int64 overflow (16-bit halves)."""
+    return ((x & 0xFFFF) * c + ((((x >> 16) * c) & 0xFFFF) << 16)) & _M32
+
+
+def _hash32(x: torch.Tensor) -> torch.Tensor:
+    """An avalanching 32-bit integer hash (Wellons' lowbias32) on int64 values < 2**32."""
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mul32(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def counter_uniform(seeds: torch.Tensor, n: int, eps: float) -> torch.Tensor:
+    """(n,) float32 noise in [eps, 1 - eps], a pure function of ``seeds`` ((2,) int64 values
+    below 2**32) and each entry's index: the same seeds give the same u, in any pass."""
+    index = torch.arange(n, device=seeds.device, dtype=torch.int64)
+    h = _hash32(_hash32(index ^ seeds[0]) ^ seeds[1])
+    u = ((h >> 8).to(torch.float32) + 0.5) * (1.0 / (1 << 24))  # 24 bits, never 0 or 1
+    return u.clamp(eps, 1.0 - eps)
+
+
+def draw_seeds(device: torch.device) -> torch.Tensor:
+    """Two 32-bit seeds from the torch generator: one call's noise (reproducible, resumable)."""
+    return torch.randint(0, 1 << 32, (2,), dtype=torch.int64).to(device)
+
+
+def _gate(log_alpha: torch.Tensor, u: torch.Tensor, left: float, right: float,
+          temperature: float) -> torch.Tensor:
     if temperature == 1.0:
         # sigmoid(logit(u) + a) = 1 / (1 + (1/u - 1) exp(-a)): one exp instead of two logs.
         s = 1.0 / (1.0 + (1.0 / u - 1.0) * torch.exp(-log_alpha))
     else:
         s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + log_alpha) / temperature)
-    z = (s * (right - left) + left).clamp(0.0, 1.0)
+    return (s * (right - left) + left).clamp(0.0, 1.0)
+
+
+def _forward_math(theta: torch.Tensor, w: torch.Tensor, log_alpha: torch.Tensor,
+                  seeds: torch.Tensor, group_gate: torch.Tensor | None, left: float,
+                  right: float, temperature: float, shift: float, eps: float):
+    """(weight, sum_i P(z_i > 0)) for the noise of ``seeds``; tensors are flat, theta's size."""
+    z = _gate(log_alpha, counter_uniform(seeds, log_alpha.numel(), eps), left, right,
+              temperature)
     delta = z * w if group_gate is None else z * w * group_gate
     weight = theta + delta.to(theta.dtype)
     l0 = torch.sigmoid(log_alpha - shift).sum()
-    return weight, z, l0
+    return weight, l0
 
 
-def _backward_math(grad_weight: torch.Tensor, z: torch.Tensor, w: torch.Tensor,
+def _backward_math(grad_weight: torch.Tensor, seeds: torch.Tensor, w: torch.Tensor,
                    log_alpha: torch.Tensor, group_gate: torch.Tensor | None,
                    grad_l0: torch.Tensor | None, left: float, right: float, temperature: float,
-                   shift: float):
-    """(grad_w, grad_log_alpha, grad_group_gate) of ``_forward_math`` from z alone."""
+                   shift: float, eps: float):
+    """(grad_w, grad_log_alpha, grad_group_gate) of ``_forward_math``: z is computed again from
+    the same seeds, not kept."""
+    z = _gate(log_alpha, counter_uniform(seeds, log_alpha.numel(), eps), left, right,
+              temperature)
     g = grad_weight.to(torch.float32)
     gz = g * z
     # dz/dalpha = (r - l) s (1 - s) / beta with s = (z - l) / (r - l); zero where z is clamped.
@@ -97,23 +136,22 @@ class GatedDiff(torch.autograd.Function):
     @staticmethod
     def forward(ctx, theta, w, log_alpha, group_gate, hc: HardConcrete, fused: bool):
         # The kernels see flat (numel,) views, so one compiled graph serves every tensor shape.
-        u = torch.rand(log_alpha.numel(), dtype=torch.float32, device=log_alpha.device)
-        u.clamp_(hc.eps, 1.0 - hc.eps)
-        consts = (hc.left, hc.right, hc.temperature, hc.l0_shift)
-        weight, z, l0 = _KERNELS.run("forward", fused, theta.reshape(-1), w.reshape(-1),
-                                     log_alpha.reshape(-1), u, group_gate, *consts)
+        seeds = draw_seeds(log_alpha.device)
+        consts = (hc.left, hc.right, hc.temperature, hc.l0_shift, hc.eps)
+        weight, l0 = _KERNELS.run("forward", fused, theta.reshape(-1), w.reshape(-1),
+                                  log_alpha.reshape(-1), seeds, group_gate, *consts)
         ctx.consts, ctx.fused = consts, fused
         ctx.set_materialize_grads(False)
-        ctx.save_for_backward(z, w, log_alpha, group_gate)  # z: (numel,)
+        ctx.save_for_backward(seeds, w, log_alpha, group_gate)  # no parameter-sized z
         return weight.view(theta.shape), l0
 
     @staticmethod
     def backward(ctx, grad_weight, grad_l0):
-        z, w, log_alpha, group_gate = ctx.saved_tensors
+        seeds, w, log_alpha, group_gate = ctx.saved_tensors
         if grad_weight is None:
-            grad_weight = torch.zeros_like(z)
+            grad_weight = torch.zeros_like(w)
         grad_w, grad_alpha, grad_group = _KERNELS.run(
-            "backward", ctx.fused, grad_weight.reshape(-1), z, w.reshape(-1),
+            "backward", ctx.fused, grad_weight.reshape(-1), seeds, w.reshape(-1),
             log_alpha.reshape(-1), group_gate, grad_l0, *ctx.consts)
         return (None, grad_w.view(w.shape), grad_alpha.view(w.shape), grad_group, None, None)
 
