@@ -41,7 +41,8 @@ from run_settings import planned_settings, recorded_settings
 HERE = Path(__file__).resolve().parent
 GLUE = HERE.parents[1] / "shared" / "data" / "glue"
 EXPERIMENTS = HERE / "experiments"
-KINDS = ("sweep", "matrix", "density", "fulldata", "longer")
+# Every experiment file but the methods' table; a new experiment is a new file.
+KINDS = tuple(sorted(p.stem for p in EXPERIMENTS.glob("*.json") if p.stem != "methods"))
 
 
 def read_json(path: Path) -> dict:
