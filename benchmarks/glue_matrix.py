@@ -182,13 +182,15 @@ def device_name() -> str:
 
 
 def execute(runs: list[Run], scratch: Path, protocol: Protocol, jobs: int,
-            deadline: float | None = None, adapters_python: str = sys.executable) -> None:
+            deadline: float | None = None, adapters_python: str = sys.executable,
+            threads: int | None = None) -> None:
     """Run what has no JSON yet, ``jobs`` at a time, each with its share of the CPU threads.
 
     After ``deadline`` (a ``time.time()``) no run starts, and runs still going are stopped;
     they leave no JSON, so the next invocation runs them again from the start."""
     todo = [r for r in runs if not r.out.is_file()]
-    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // jobs))}
+    threads = threads or max(1, (os.cpu_count() or 1) // jobs)  # default: a share of the CPUs
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     device = device_name()
     print(f"{len(runs) - len(todo)} of {len(runs)} runs done already; training on {device}",
           flush=True)
@@ -338,6 +340,8 @@ def main() -> None:
     parser.add_argument("--scratch", type=Path, default=Path("runs/glue-matrix"))
     parser.add_argument("--deadline-minutes", type=float, default=None,
                         help="start no run after this, and stop those still going")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads per run (default: the CPUs shared among --jobs)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--adapters-python", default=sys.executable,
                         help="houlsby runs under this interpreter: AdapterHub's `adapters` pins "
@@ -352,7 +356,8 @@ def main() -> None:
         runs, protocol = plan(args.kind, args, results)
         deadline = (None if args.deadline_minutes is None
                     else started + 60 * args.deadline_minutes)
-        execute(runs, args.scratch, protocol, args.jobs, deadline, args.adapters_python)
+        execute(runs, args.scratch, protocol, args.jobs, deadline, args.adapters_python,
+                args.threads)
         if runs and not args.quick:
             info = {**run_info(), "seconds": round(time.time() - started, 1)}
             (results / f"glue_{args.kind}_last_run.json").write_text(
