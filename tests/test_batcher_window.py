@@ -60,3 +60,16 @@ def test_a_gap_longer_than_max_wait_starts_a_new_batch_and_the_window_bounds_one
         assert time.monotonic() - began < 2
     finally:
         batcher.close()
+
+
+def test_a_batch_waits_for_as_many_rows_as_the_last_one_answered():
+    bank = _Bank()
+    batcher = MicroBatcher(bank, _Tokenizer(), max_rows=64, max_wait=0.02, window=0.4)
+    try:
+        _spaced(batcher, [0.0] * 4)  # four at once: one batch of four
+        # Then four again, but the last three 0.1 s after the first (5x max_wait): the batch
+        # waits for them, since the batch before answered four.
+        _spaced(batcher, [0.0, 0.1, 0.0, 0.0])
+        assert [len(b) for b in bank.batches] == [4, 4]
+    finally:
+        batcher.close()
