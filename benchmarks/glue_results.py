@@ -153,14 +153,15 @@ def at_sweep_seeds(runs: list[dict], seeds: dict[str, set[int]]) -> list[dict]:
 
 def density_points(density: dict[str, list[dict]], matrix: dict[str, list[dict]]) -> dict:
     """method -> density -> task -> scores over seeds, the 0.5% point taken from the matrix's
-    runs at the seeds the sweep ran on that task."""
-    seeds = density_seeds(density)
+    runs at the seeds the sweep ran that method on that task (so that every budget of a method
+    averages the same seeds)."""
     points: dict = {}
     for method in ALL_PRUNED:
         for r in density.get(method, []):
             (points.setdefault(method, {}).setdefault(r["density"], {})
              .setdefault(r["task"], []).append(score(r)))
         if method in points:
+            seeds = density_seeds({method: density[method]})
             for r in at_sweep_seeds(matrix.get(method, []), seeds):
                 points[method].setdefault(0.005, {}).setdefault(r["task"], []).append(score(r))
     return points
