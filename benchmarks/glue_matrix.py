@@ -51,7 +51,6 @@ def read_json(path: Path) -> dict:
 
 METHODS: dict[str, dict] = read_json(EXPERIMENTS / "methods.json")["methods"]
 SWEEP_FACTORS = tuple(read_json(EXPERIMENTS / "methods.json")["sweep_factors"])
-TRAIN_METHODS = tuple(m for m, spec in METHODS.items() if spec["runner"] == "train")
 
 
 def experiment(kind: str) -> dict:
@@ -304,7 +303,10 @@ def plan(kind: str, args: argparse.Namespace, results: Path) -> tuple[list[Run],
     from diffprune.config import DiffPruneConfig
 
     spec = experiment(kind)
-    methods = [m for m in (args.methods or spec["methods"]) if m in METHODS]
+    methods = args.methods or spec["methods"]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        sys.exit(f"unknown methods {unknown}; experiments/methods.json has {sorted(METHODS)}")
     tasks = args.tasks or spec["tasks"]
     seeds = args.seeds or spec.get("seeds", 1)
     protocol = Protocol(**spec["protocol"], quick=args.quick)
