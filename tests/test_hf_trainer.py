@@ -6,15 +6,8 @@ import pytest
 import torch
 from conftest import tiny_bert
 
-from diffprune import (
-    DiffPruneConfig,
-    DiffPruneModel,
-    DiffPruneTrainer,
-    DiffPruneTrainingArguments,
-    TaskBank,
-    get_diffprune_model,
-    load_task,
-)
+from diffprune import DiffPruneConfig, DiffPruneModel, TaskBank, get_diffprune_model, load_task
+from diffprune.training import DiffPruneTrainer, DiffPruneTrainingArguments
 
 
 class _Rows(torch.utils.data.Dataset):

@@ -26,13 +26,12 @@ def test_train_save_reload_bank_and_merge_agree(tmp_path):
     from diffprune import (
         DiffPruneConfig,
         DiffPruneModel,
-        DiffPruneTrainer,
-        DiffPruneTrainingArguments,
         TaskBank,
         default_model_path,
         get_diffprune_model,
         load_task,
     )
+    from diffprune.training import DiffPruneTrainer, DiffPruneTrainingArguments
 
     path = default_model_path()
     tokenizer = AutoTokenizer.from_pretrained(path)

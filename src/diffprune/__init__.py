@@ -1,15 +1,13 @@
 """diffprune: parameter-efficient transfer learning by diff pruning (Guo, Rush, Kim, ACL 2021).
 
 The PEFT-shaped entry points: ``DiffPruneConfig`` and ``get_diffprune_model`` wrap a model;
-``DiffPruneTrainer`` with ``DiffPruneTrainingArguments`` trains both stages; ``save_pretrained`` /
-``DiffPruneModel.from_pretrained`` and ``save_task`` / ``load_task`` handle task files;
-``TaskBank`` serves many tasks on one base. The Trainer pieces load Transformers' Trainer on first
-use, so ``import diffprune`` stays light.
+``save_pretrained`` / ``DiffPruneModel.from_pretrained`` and ``save_task`` / ``load_task`` handle
+task files; ``TaskBank`` serves many tasks on one base. The Transformers Trainer for both stages,
+``DiffPruneTrainer`` with ``DiffPruneTrainingArguments``, lives a layer up, in
+``diffprune.training``: this package imports only the layers below training.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from diffprune._version import __version__
 from diffprune.bank import TaskBank
@@ -22,22 +20,9 @@ from diffprune.optim import build_optimizer
 from diffprune.targets import find_head_names
 from diffprune.task_file import load_task, save_task
 
-_LAZY = {"DiffPruneTrainer", "DiffPruneTrainingArguments"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        from diffprune.training import trainer
-
-        return getattr(trainer, name)
-    raise AttributeError(f"module 'diffprune' has no attribute {name!r}")
-
-
 __all__ = [
     "DiffPruneConfig",
     "DiffPruneModel",
-    "DiffPruneTrainer",
-    "DiffPruneTrainingArguments",
     "HardConcrete",
     "TaskBank",
     "build_optimizer",
