@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
 import torch
 
 from diffprune.serve.batcher import MicroBatcher
@@ -28,6 +29,21 @@ class _Tokenizer:
         return {"input_ids": torch.tensor([r["input_ids"] for r in rows])}
 
 
+@pytest.fixture
+def batcher_on():
+    """``batcher_on(max_wait=..., window=...)``: a batcher over a recording bank, closed after."""
+    made = []
+
+    def make(**timing):
+        bank = _Bank()
+        made.append(MicroBatcher(bank, _Tokenizer(), max_rows=64, **timing))
+        return made[-1], bank
+
+    yield make
+    for batcher in made:
+        batcher.close()
+
+
 def _spaced(batcher, gaps, task="a"):
     futures = []
     for gap in gaps:
@@ -37,39 +53,27 @@ def _spaced(batcher, gaps, task="a"):
         f.result(timeout=5)
 
 
-def test_requests_that_keep_coming_share_a_batch_up_to_the_window():
-    bank = _Bank()
-    batcher = MicroBatcher(bank, _Tokenizer(), max_rows=64, max_wait=0.04, window=0.5)
-    try:
-        _spaced(batcher, [0.0] + [0.02] * 5)  # each within max_wait of the one before
-        assert [len(b) for b in bank.batches] == [6]
-    finally:
-        batcher.close()
+def test_requests_that_keep_coming_share_a_batch_up_to_the_window(batcher_on):
+    batcher, bank = batcher_on(max_wait=0.04, window=0.5)
+    _spaced(batcher, [0.0] + [0.02] * 5)  # each within max_wait of the one before
+    assert [len(b) for b in bank.batches] == [6]
 
 
-def test_a_gap_longer_than_max_wait_starts_a_new_batch_and_the_window_bounds_one():
-    bank = _Bank()
-    batcher = MicroBatcher(bank, _Tokenizer(), max_rows=64, max_wait=0.04, window=0.1)
-    try:
-        _spaced(batcher, [0.0, 0.3])  # the second comes long after the first batch ran
-        assert [len(b) for b in bank.batches] == [1, 1]
-        bank.batches.clear()
-        began = time.monotonic()
-        _spaced(batcher, [0.0] + [0.025] * 12)  # 0.3 s of requests, window 0.1 s
-        assert len(bank.batches) >= 2 and sum(map(len, bank.batches)) == 13
-        assert time.monotonic() - began < 2
-    finally:
-        batcher.close()
+def test_a_gap_longer_than_max_wait_starts_a_new_batch_and_the_window_bounds_one(batcher_on):
+    batcher, bank = batcher_on(max_wait=0.04, window=0.1)
+    _spaced(batcher, [0.0, 0.3])  # the second comes long after the first batch ran
+    assert [len(b) for b in bank.batches] == [1, 1]
+    bank.batches.clear()
+    began = time.monotonic()
+    _spaced(batcher, [0.0] + [0.025] * 12)  # 0.3 s of requests, window 0.1 s
+    assert len(bank.batches) >= 2 and sum(map(len, bank.batches)) == 13
+    assert time.monotonic() - began < 2
 
 
-def test_a_batch_waits_for_as_many_rows_as_the_last_one_answered():
-    bank = _Bank()
-    batcher = MicroBatcher(bank, _Tokenizer(), max_rows=64, max_wait=0.02, window=0.4)
-    try:
-        _spaced(batcher, [0.0] * 4)  # four at once: one batch of four
-        # Then four again, but the last three 0.1 s after the first (5x max_wait): the batch
-        # waits for them, since the batch before answered four.
-        _spaced(batcher, [0.0, 0.1, 0.0, 0.0])
-        assert [len(b) for b in bank.batches] == [4, 4]
-    finally:
-        batcher.close()
+def test_a_batch_waits_for_as_many_rows_as_the_last_one_answered(batcher_on):
+    batcher, bank = batcher_on(max_wait=0.02, window=0.4)
+    _spaced(batcher, [0.0] * 4)  # four at once: one batch of four
+    # Then four again, but the last three 0.1 s after the first (5x max_wait): the batch waits
+    # for them, since the batch before answered four.
+    _spaced(batcher, [0.0, 0.1, 0.0, 0.0])
+    assert [len(b) for b in bank.batches] == [4, 4]
