@@ -338,9 +338,8 @@ def side_matrix(results: Path, name: str) -> tuple[dict[str, list[dict]], dict]:
     return matrix, summarise(matrix)
 
 
-def fulldata_section(results: Path, data_dir: Path) -> str:
+def fulldata_section(matrix: dict[str, list[dict]], summary: dict, data_dir: Path) -> str:
     """The matrix on whole training sets (``glue_matrix.py fulldata``), where it has run."""
-    matrix, summary = side_matrix(results, "fulldata")
     if not matrix:
         return "Not run yet."
     runs = [r for rs in matrix.values() for r in rs]
@@ -391,9 +390,9 @@ def longer_table(longer: dict[str, list[dict]], matrix: dict[str, list[dict]]) -
     return "\n".join(lines)
 
 
-def longer_section(results: Path, matrix: dict[str, list[dict]]) -> str:
+def longer_section(longer: dict[str, list[dict]], summary: dict,
+                   matrix: dict[str, list[dict]]) -> str:
     """Every method with twice Table 1's passes (``glue_matrix.py longer``), where it has run."""
-    longer, summary = side_matrix(results, "longer")
     if not longer:
         return "Not run yet."
     runs = [r for rs in longer.values() for r in rs]
@@ -512,15 +511,17 @@ def render(results: Path, rates: dict, data_dir: Path, figures: Path | None = No
     figure = (lambda name: None) if figures is None else (lambda name: figures / name)
     density_png = plot_density(points, full_scores, floor, figure("glue_density.png"))
     layout_md = where_it_lands(matrix, figure("glue_layout_structured.png"))
-    longer = load_runs(results / "glue-longer")
+    sides = {name: side_matrix(results, name) for name in ("fulldata", "longer")}
+    longer = sides["longer"][0]
     runs = [r for rs in (*matrix.values(), *sweep.values(), *density.values(),
                          *longer.values()) for r in rs if "adopted_from" not in r]
     rows = control_rows(matrix)
     config = DiffPruneConfig()
     budgets = sorted({d for m in points.values() for d in m})
+    table = table_one(summary, floor)
     text = TEMPLATE.format(
         runs=len(runs), machine=machine_line(runs), protocol=protocol_line(matrix),
-        table=table_one(summary, floor), lora_matched=lora_matched_line(summary),
+        table=table, lora_matched=lora_matched_line(summary),
         verdicts=verdict_lines(all_claims(summary, point_means(points))
                                + control_verdicts(rows)) or "- Nothing has run yet.",
         budget=f"{100 * config.density:g}%", multiple=f"{config.target_multiple:g}",
@@ -539,9 +540,11 @@ def render(results: Path, rates: dict, data_dir: Path, figures: Path | None = No
         diagnostics=diagnostics_table(results / "glue-diagnostics", results / "glue",
                                       results / "glue-longer", results / "glue-density"),
         projection=projection_table(results / "glue-diagnostics" / "projection"),
-        fulldata=fulldata_section(results, data_dir), longer=longer_section(results, matrix))
+        fulldata=fulldata_section(*sides["fulldata"], data_dir),
+        longer=longer_section(*sides["longer"], matrix))
     return {"benchmarks": text, "readme": readme_results(summary), "summary": summary,
-            "table": table_one(summary, floor)}
+            "table": table, "side_summaries": {name: summary for name, (runs_of, summary)
+                                               in sides.items() if runs_of}}
 
 
 def write_all(results: Path, rates: dict, data_dir: Path, write_markdown: bool = True) -> str:
@@ -551,10 +554,8 @@ def write_all(results: Path, rates: dict, data_dir: Path, write_markdown: bool =
     figures.mkdir(parents=True, exist_ok=True)
     out = render(results, rates, data_dir, figures if write_markdown else None)
     write_summary(results / "summary.json", out["summary"])
-    for name in ("fulldata", "longer"):
-        matrix, summary = side_matrix(results, name)
-        if matrix:
-            write_summary(results / f"summary_{name}.json", summary)
+    for name, summary in out["side_summaries"].items():
+        write_summary(results / f"summary_{name}.json", summary)
     if write_markdown:
         root = results.parent.parent
         (root / "BENCHMARKS.md").write_text(out["benchmarks"], encoding="utf-8")
