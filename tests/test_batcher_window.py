@@ -68,12 +68,3 @@ def test_a_gap_longer_than_max_wait_starts_a_new_batch_and_the_window_bounds_one
     _spaced(batcher, [0.0] + [0.025] * 12)  # 0.3 s of requests, window 0.1 s
     assert len(bank.batches) >= 2 and sum(map(len, bank.batches)) == 13
     assert time.monotonic() - began < 2
-
-
-def test_a_batch_waits_for_as_many_rows_as_the_last_one_answered(batcher_on):
-    batcher, bank = batcher_on(max_wait=0.02, window=0.4)
-    _spaced(batcher, [0.0] * 4)  # four at once: one batch of four
-    # Then four again, but the last three 0.1 s after the first (5x max_wait): the batch waits
-    # for them, since the batch before answered four.
-    _spaced(batcher, [0.0, 0.1, 0.0, 0.0])
-    assert [len(b) for b in bank.batches] == [4, 4]

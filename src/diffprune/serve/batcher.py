@@ -5,12 +5,11 @@ Callers submit tokenised rows tagged with their task; one worker thread takes wh
 applies each task's diff in turn under the bank's lock. A request therefore never sees a
 half-applied diff, and adding or removing a task (same lock) happens between batches.
 
-How long a batch waits: until it holds as many rows as the batch before it answered (those
-clients are likely to be back), then ``max_wait`` after each request for the next one, and at
-most ``window`` in all. A lone request waits ``max_wait``; under load, the requests one batch
-answered come back over a few milliseconds each, and the next batch waits for them rather than
-run a few rows at a time. That matters most when tasks mix, since each task in a batch costs
-its own pass over its rows (``benchmarks/serve_load.py`` measures it).
+How long a batch waits: after each request, ``max_wait`` more for the next one, and at most
+``window`` in all. A lone request waits ``max_wait``; under load, the requests one batch answered
+come back over a few milliseconds each, and the next batch waits for them rather than run a few
+rows at a time. That matters most when tasks mix, since each task in a batch costs its own pass
+over its rows (``benchmarks/serve_load.py`` measures it).
 """
 
 from __future__ import annotations
@@ -42,7 +41,6 @@ class MicroBatcher:
         self.bank, self.tokenizer = bank, tokenizer
         self.max_rows, self.max_wait, self.window = max_rows, max_wait, max(window, max_wait)
         self._queue: queue.Queue[_Job | None] = queue.Queue()
-        self._expected = 0  # rows the last batch answered: how many are likely to come back
         self._thread = threading.Thread(target=self._loop, name="diffprune-batcher", daemon=True)
         self.batches = 0  # forward passes run, for the load report
         self._thread.start()
@@ -63,11 +61,10 @@ class MicroBatcher:
             return None
         jobs, rows = [first], len(first.rows)
         start = time.monotonic()
-        cap, deadline = start + self.window, start + self.max_wait
+        deadline = start + self.max_wait
         while rows < self.max_rows:
-            until = cap if rows < self._expected else deadline
             try:
-                job = self._queue.get(timeout=max(0.0, until - time.monotonic()))
+                job = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 break
             if job is None:
@@ -75,8 +72,7 @@ class MicroBatcher:
                 break
             jobs.append(job)
             rows += len(job.rows)
-            deadline = min(cap, time.monotonic() + self.max_wait)
-        self._expected = min(rows, self.max_rows)
+            deadline = min(start + self.window, time.monotonic() + self.max_wait)
         return jobs
 
     def _loop(self) -> None:
