@@ -12,8 +12,10 @@ import json
 from dataclasses import asdict, replace
 from pathlib import Path
 
-# Where a run writes and reads and how it treats its folder, not what it trains.
-IGNORED = {"train": ("output", "data_dir", "overwrite", "resume")}
+# Where a run writes and reads and how it treats its folder, and how its gates are computed
+# (fused or eager kernels, embedding rows or whole tables: the same gates), not what it trains.
+IGNORED = {"train": ("output", "data_dir", "overwrite", "resume"),
+           "diffprune": ("fused", "gather_embedding_gates")}
 
 
 def _comparable(saved: dict) -> dict:

@@ -270,3 +270,53 @@ def test_slots_left_at_zero_go_to_the_most_open_gates():
     kept = {s.name: wrapped.tensor(s, "indices").tolist() for s in wrapped.sites
             if wrapped.tensor(s, "indices").numel()}
     assert kept == {first.name: [4], last.name: [1]}
+
+
+def _loss_and_grads(make, config, ids):
+    torch.manual_seed(0)
+    model = get_diffprune_model(make(), config)
+    with torch.no_grad():  # a diff and gates away from their start, so every term counts
+        for site in model.sites:
+            model.tensor(site, "diff").normal_(0, 0.05)
+            model.tensor(site, "log_alpha").normal_(0, 2)
+    torch.manual_seed(1)
+    out = model(input_ids=ids, labels=ids[:, 0] % 2 if make is tiny_bert else ids)
+    loss = out.loss + 1e3 * model.penalty()
+    loss.backward()
+    return model, loss.detach(), {n: p.grad for n, p in model.named_parameters()
+                                  if p.grad is not None}
+
+
+@pytest.mark.parametrize("structured", [True, False])
+@pytest.mark.parametrize("name,make", [("bert", tiny_bert), ("gpt2-lm-tied", tiny_gpt2_lm)])
+def test_embedding_rows_give_the_whole_tables_loss_and_gradients(name, make, structured):
+    """Gating only the looked-up rows of an embedding table changes nothing a step computes,
+    padding and repeated tokens included; a table tied to an output layer keeps the whole pass."""
+    ids = token_batch()
+    ids[0, -3:] = 0  # the padding token, three times
+    ids[1, :2] = ids[2, 3]  # a token repeated across examples
+    rows, loss, grads = _loss_and_grads(make, DiffPruneConfig(structured=structured, **FAST), ids)
+    _, ref_loss, ref_grads = _loss_and_grads(
+        make, DiffPruneConfig(structured=structured, gather_embedding_gates=False, **FAST), ids)
+    gathered = {rows.sites[i].name for i in rows._row_gates}
+    if name == "bert":
+        assert "bert.embeddings.word_embeddings.weight" in gathered
+    else:
+        assert "transformer.wte.weight" not in gathered  # tied to lm_head
+        assert "transformer.wpe.weight" in gathered
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-6, atol=1e-6)
+    assert grads.keys() == ref_grads.keys()
+    for n in grads:
+        torch.testing.assert_close(grads[n], ref_grads[n], rtol=1e-5, atol=1e-7, msg=n)
+
+
+def test_embedding_hooks_go_with_stage_one():
+    """After projection and merge the modules carry no hook of the method."""
+    wrapped = get_diffprune_model(tiny_bert(), DiffPruneConfig(**FAST))
+    embeddings = [m for m in wrapped.modules() if isinstance(m, torch.nn.Embedding)]
+    assert all(len(m._forward_hooks) == 1 for m in embeddings)
+    wrapped(input_ids=token_batch())
+    wrapped.project(0.1)
+    assert all(len(m._forward_hooks) == 0 for m in embeddings)
+    merged = wrapped.merge_and_unload()
+    assert not any(m._forward_hooks for m in merged.modules())

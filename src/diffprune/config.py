@@ -73,6 +73,11 @@ class DiffPruneConfig:
     fused: bool = _field(
         True, "Fuse the gates' elementwise math with torch.compile (eager fallback, same results)."
     )
+    gather_embedding_gates: bool = _field(
+        True, "Embedding tables draw stage-1 gates only for the rows a batch looks up: the same "
+        "loss and gradients as the whole table (the noise is a function of each entry's "
+        "position), without the gate work on the vocabulary's other rows."
+    )
     density: float = _field(
         0.005, "Fraction of gated parameters kept by the projection.", low=0, high=1, open_low=True)
     target_patterns: list[str] = _field(

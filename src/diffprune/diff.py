@@ -2,11 +2,16 @@
 
 Stage 1 runs as one autograd function per tensor. Its forward returns the effective weight
 and the tensor's expected L0. The noise u is counter-based: a hash of each entry's index and of
-two seeds drawn from the torch generator per call (``counter_uniform``), so the forward computes
+two seeds drawn from the torch generator per call (``entry_uniform``), so the forward computes
 it inside its loop instead of drawing a parameter-sized buffer, and the backward computes the
 same u again instead of keeping z: only the two seeds are saved. The elementwise math of both
 passes is fused by ``torch.compile`` into one loop each where a compiler is available, and runs
 eagerly otherwise; both compute the same noise from the same seeds, so both give the same gates.
+
+Because u is a function of the entry's index, an embedding table can draw the gates of just the
+rows a batch looks up (``gated_rows``) and get exactly the gates the whole-table pass would give
+those rows; the rows it does not look up have no effect on the loss, and their only gradient,
+the penalty's, comes from ``expected_l0`` without any noise.
 """
 
 from __future__ import annotations
@@ -34,13 +39,18 @@ def _hash32(x: torch.Tensor) -> torch.Tensor:
     return x ^ (x >> 16)
 
 
-def counter_uniform(seeds: torch.Tensor, n: int, eps: float) -> torch.Tensor:
-    """(n,) float32 noise in [eps, 1 - eps], a pure function of ``seeds`` ((2,) int64 values
-    below 2**32) and each entry's index: the same seeds give the same u, in any pass."""
-    index = torch.arange(n, device=seeds.device, dtype=torch.int64)
+def entry_uniform(seeds: torch.Tensor, index: torch.Tensor, eps: float) -> torch.Tensor:
+    """float32 noise in [eps, 1 - eps] for the entries at flat positions ``index`` (int64), a
+    pure function of ``seeds`` ((2,) int64 values below 2**32) and of each position: the same
+    seeds give the same u for an entry, in any pass and whichever other entries are drawn."""
     h = _hash32(_hash32(index ^ seeds[0]) ^ seeds[1])
     u = ((h >> 8).to(torch.float32) + 0.5) * (1.0 / (1 << 24))  # 24 bits, never 0 or 1
     return u.clamp(eps, 1.0 - eps)
+
+
+def counter_uniform(seeds: torch.Tensor, n: int, eps: float) -> torch.Tensor:
+    """``entry_uniform`` of entries 0 .. n-1: a whole tensor's noise, (n,)."""
+    return entry_uniform(seeds, torch.arange(n, device=seeds.device, dtype=torch.int64), eps)
 
 
 def draw_seeds(device: torch.device) -> torch.Tensor:
@@ -58,12 +68,17 @@ def _gate(log_alpha: torch.Tensor, u: torch.Tensor, left: float, right: float,
     return (s * (right - left) + left).clamp(0.0, 1.0)
 
 
+def _noise(seeds: torch.Tensor, n: int, eps: float, index: torch.Tensor | None) -> torch.Tensor:
+    return counter_uniform(seeds, n, eps) if index is None else entry_uniform(seeds, index, eps)
+
+
 def _forward_math(theta: torch.Tensor, w: torch.Tensor, log_alpha: torch.Tensor,
                   seeds: torch.Tensor, group_gate: torch.Tensor | None, left: float,
-                  right: float, temperature: float, shift: float, eps: float):
-    """(weight, sum_i P(z_i > 0)) for the noise of ``seeds``; tensors are flat, theta's size."""
-    z = _gate(log_alpha, counter_uniform(seeds, log_alpha.numel(), eps), left, right,
-              temperature)
+                  right: float, temperature: float, shift: float, eps: float,
+                  index: torch.Tensor | None = None):
+    """(weight, sum_i P(z_i > 0)) for the noise of ``seeds``; tensors are flat, theta's size.
+    ``index``: the entries' flat positions in their tensor when they are not 0 .. n-1."""
+    z = _gate(log_alpha, _noise(seeds, log_alpha.numel(), eps, index), left, right, temperature)
     delta = z * w if group_gate is None else z * w * group_gate
     weight = theta + delta.to(theta.dtype)
     l0 = torch.sigmoid(log_alpha - shift).sum()
@@ -73,11 +88,10 @@ def _forward_math(theta: torch.Tensor, w: torch.Tensor, log_alpha: torch.Tensor,
 def _backward_math(grad_weight: torch.Tensor, seeds: torch.Tensor, w: torch.Tensor,
                    log_alpha: torch.Tensor, group_gate: torch.Tensor | None,
                    grad_l0: torch.Tensor | None, left: float, right: float, temperature: float,
-                   shift: float, eps: float):
+                   shift: float, eps: float, index: torch.Tensor | None = None):
     """(grad_w, grad_log_alpha, grad_group_gate) of ``_forward_math``: z is computed again from
     the same seeds, not kept."""
-    z = _gate(log_alpha, counter_uniform(seeds, log_alpha.numel(), eps), left, right,
-              temperature)
+    z = _gate(log_alpha, _noise(seeds, log_alpha.numel(), eps, index), left, right, temperature)
     g = grad_weight.to(torch.float32)
     gz = g * z
     # dz/dalpha = (r - l) s (1 - s) / beta with s = (z - l) / (r - l); zero where z is clamped.
@@ -95,15 +109,28 @@ def _backward_math(grad_weight: torch.Tensor, seeds: torch.Tensor, w: torch.Tens
     return gz, grad_alpha, grad_group
 
 
+def _l0_math(log_alpha: torch.Tensor, shift: float) -> torch.Tensor:
+    return torch.sigmoid(log_alpha - shift).sum()
+
+
+def _l0_backward_math(grad_l0: torch.Tensor, log_alpha: torch.Tensor, shift: float):
+    p = torch.sigmoid(log_alpha - shift)
+    return grad_l0 * p * (1.0 - p)
+
+
+_EAGER = {"forward": _forward_math, "backward": _backward_math, "l0": _l0_math,
+          "l0_backward": _l0_backward_math}
+
+
 class _Kernels:
-    """The two math functions, compiled on first use when ``fused``; eager on any failure."""
+    """The math functions, each compiled on first use when ``fused``; eager on any failure."""
 
     def __init__(self) -> None:
         self.compiled: dict[str, object] = {}
         self.broken = False
 
     def get(self, name: str, fused: bool):
-        eager = _forward_math if name == "forward" else _backward_math
+        eager = _EAGER[name]
         if not fused or self.broken:
             return eager
         if name not in self.compiled:
@@ -115,7 +142,7 @@ class _Kernels:
         try:
             return fn(*args)
         except Exception as err:  # no C++ compiler, unsupported platform, ...
-            if fn is _forward_math or fn is _backward_math:
+            if fn is _EAGER[name]:
                 raise
             self.broken = True
             warnings.warn(f"torch.compile failed ({type(err).__name__}: {err}); diffprune falls "
@@ -167,6 +194,80 @@ def gated_weight(theta: torch.Tensor, w: torch.Tensor, log_alpha: torch.Tensor,
         group_gate: 0-dim gate of the whole tensor (structured variant) or None.
     """
     return GatedDiff.apply(theta, w, log_alpha, group_gate, hc, fused)
+
+
+class GatedRows(torch.autograd.Function):
+    """Rows ``rows`` of ``GatedDiff``'s weight for a 2-D table, (k, width): the same gates, for
+    the same seeds, as the whole-table pass gives those rows."""
+
+    @staticmethod
+    def forward(ctx, theta, w, log_alpha, group_gate, rows, seeds, hc: HardConcrete,
+                fused: bool, padding_idx: int | None):
+        consts = (hc.left, hc.right, hc.temperature, hc.l0_shift, hc.eps)
+        index = _row_entries(rows, theta.shape[1])
+        weight, _ = _KERNELS.run("forward", fused, theta[rows].reshape(-1), w[rows].reshape(-1),
+                                 log_alpha[rows].reshape(-1), seeds, group_gate, *consts, index)
+        ctx.consts, ctx.fused, ctx.padding_idx = consts, fused, padding_idx
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(rows, seeds, w, log_alpha, group_gate)
+        return weight.view(rows.numel(), theta.shape[1])
+
+    @staticmethod
+    def backward(ctx, grad_rows):
+        rows, seeds, w, log_alpha, group_gate = ctx.saved_tensors
+        if grad_rows is None:
+            return (None,) * 9
+        if ctx.padding_idx is not None:  # nn.Embedding never trains its padding row
+            grad_rows = grad_rows.masked_fill((rows == ctx.padding_idx)[:, None], 0.0)
+        grad_w, grad_alpha, grad_group = _KERNELS.run(
+            "backward", ctx.fused, grad_rows.reshape(-1), seeds, w[rows].reshape(-1),
+            log_alpha[rows].reshape(-1), group_gate, None, *ctx.consts,
+            _row_entries(rows, w.shape[1]))
+        shape = (rows.numel(), w.shape[1])
+        full_w = torch.zeros_like(w).index_copy_(0, rows, grad_w.view(shape))
+        full_alpha = torch.zeros_like(log_alpha).index_copy_(0, rows, grad_alpha.view(shape))
+        return (None, full_w, full_alpha, grad_group, None, None, None, None, None)
+
+
+def _row_entries(rows: torch.Tensor, width: int) -> torch.Tensor:
+    """Flat positions of every entry of ``rows`` in a (n, width) table: (k * width,) int64."""
+    return (rows[:, None] * width + torch.arange(width, device=rows.device)).reshape(-1)
+
+
+def gated_rows(theta: torch.Tensor, w: torch.Tensor, log_alpha: torch.Tensor,
+               group_gate: torch.Tensor | None, rows: torch.Tensor, seeds: torch.Tensor,
+               hc: HardConcrete, fused: bool = True,
+               padding_idx: int | None = None) -> torch.Tensor:
+    """Stage-1 effective weight of the rows ``rows`` of a 2-D table, (k, width).
+
+    Args:
+        rows: (k,) int64 row numbers, unique.
+        seeds: the seeds ``gated_weight`` would have drawn for the whole table (``draw_seeds``).
+        padding_idx: a row whose gradient stays zero, as ``nn.Embedding`` keeps it.
+    The table's penalty is not included: see ``expected_l0``.
+    """
+    return GatedRows.apply(theta, w, log_alpha, group_gate, rows, seeds, hc, fused, padding_idx)
+
+
+class ExpectedL0(torch.autograd.Function):
+    """sum_i P(z_i > 0) = sum_i sigmoid(log_alpha_i - shift), saving nothing parameter-sized."""
+
+    @staticmethod
+    def forward(ctx, log_alpha, shift: float, fused: bool):
+        ctx.shift, ctx.fused = shift, fused
+        ctx.save_for_backward(log_alpha)
+        return _KERNELS.run("l0", fused, log_alpha.reshape(-1), shift)
+
+    @staticmethod
+    def backward(ctx, grad_l0):
+        (log_alpha,) = ctx.saved_tensors
+        grad = _KERNELS.run("l0_backward", ctx.fused, grad_l0, log_alpha.reshape(-1), ctx.shift)
+        return grad.view(log_alpha.shape), None, None
+
+
+def expected_l0(log_alpha: torch.Tensor, hc: HardConcrete, fused: bool = True) -> torch.Tensor:
+    """A tensor's expected L0, differentiable in ``log_alpha`` (the penalty of ``gated_rows``)."""
+    return ExpectedL0.apply(log_alpha, hc.l0_shift, fused)
 
 
 def masked_weight(theta: torch.Tensor, indices: torch.Tensor, values: torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,11 @@ start with ``diffprune_`` (``<module>.diffprune_<attr>_diff``, ``..._log_alpha``
 parameter is removed from its module, its storage kept as the frozen ``_base`` buffer (no copy),
 and each forward writes the effective weight back as a plain attribute, so any module type
 works unchanged.
+
+One exception, for speed: a plain ``nn.Embedding`` table (untied, no max_norm) computes its
+stage-1 gates only for the rows its input looks up, in a forward hook that replaces the
+module's output (``RowGatedEmbedding``); its weight attribute stays the frozen base in stage 1.
+The loss and every gradient are those of the whole-table pass (``gather_embedding_gates``).
 """
 
 from __future__ import annotations
@@ -25,12 +30,44 @@ import torch
 from torch import nn
 
 from diffprune.config import DiffPruneConfig
-from diffprune.diff import gated_weight, masked_weight
+from diffprune.diff import draw_seeds, expected_l0, gated_rows, gated_weight, masked_weight
 from diffprune.gates import HardConcrete, prob_nonzero, sample_gate
 from diffprune.projection import budget, global_topk
 from diffprune.targets import TensorSite, split_sites
 
 PREFIX = "diffprune_"
+
+
+class RowGatedEmbedding:
+    """Forward hook of one embedding table in stage 1: gates for the looked-up rows only.
+
+    ``apply_diffs`` draws the table's group gate and noise seeds in the order the whole-table
+    pass would (so the run's random stream is unchanged) and leaves them in ``pending``; the
+    hook then computes those rows' effective weights and looks the input up in them.
+    """
+
+    def __init__(self, attr: str, hc: HardConcrete, fused: bool) -> None:
+        self.attr, self.hc, self.fused = attr, hc, fused
+        self.pending: tuple[torch.Tensor, torch.Tensor | None] | None = None
+
+    @staticmethod
+    def applies_to(site: TensorSite) -> bool:
+        module, attr = site.owners[0]
+        return (len(site.owners) == 1 and attr == "weight" and type(module) is nn.Embedding
+                and module.max_norm is None and not module.scale_grad_by_freq
+                and not module.sparse)
+
+    def __call__(self, module: nn.Module, args: tuple, kwargs: dict, output: torch.Tensor):
+        ids = args[0] if args else kwargs.get("input")
+        if self.pending is None or ids is None:
+            return None
+        seeds, group_gate = self.pending
+        rows, inverse = torch.unique(ids, return_inverse=True)
+        table = gated_rows(getattr(module, f"{PREFIX}{self.attr}_base"),
+                           getattr(module, f"{PREFIX}{self.attr}_diff"),
+                           getattr(module, f"{PREFIX}{self.attr}_log_alpha"), group_gate,
+                           rows.long(), seeds, self.hc, self.fused, module.padding_idx)
+        return torch.nn.functional.embedding(inverse, table)
 
 
 class DiffPruneModel(nn.Module):
@@ -56,6 +93,8 @@ class DiffPruneModel(nn.Module):
         self._last_l0: torch.Tensor | None = None
         self._last_kept: torch.Tensor | None = None
         self._disabled = False
+        # site index -> (hook state, hook handle) of the embedding tables gated by rows
+        self._row_gates: dict[int, tuple[RowGatedEmbedding, Any]] = {}
         for p in model.parameters():
             p.requires_grad_(False)
         for site in head:
@@ -63,6 +102,13 @@ class DiffPruneModel(nn.Module):
         for site in sites:
             self._detach_base(site)
             self._add_gates(site)
+        if self.diffprune_config.gather_embedding_gates:
+            for i, site in enumerate(sites):
+                if RowGatedEmbedding.applies_to(site):
+                    hook = RowGatedEmbedding(site.owners[0][1], self.hc,
+                                             self.diffprune_config.fused)
+                    handle = site.owners[0][0].register_forward_hook(hook, with_kwargs=True)
+                    self._row_gates[i] = (hook, handle)
 
     @property
     def config(self) -> Any:
@@ -128,6 +174,8 @@ class DiffPruneModel(nn.Module):
             raise RuntimeError("this DiffPruneModel was merged; use the model merge returned")
         for site in self.sites:  # free last step's weights before making new ones
             self._point_owners(site, self.tensor(site, "base"))
+        for hook, _ in self._row_gates.values():
+            hook.pending = None
         if self._disabled:
             return
         if self.stage == "masked":
@@ -137,14 +185,20 @@ class DiffPruneModel(nn.Module):
                 self._point_owners(site, weight)
             return
         total = kept = None
-        for site in self.sites:
+        fused = self.diffprune_config.fused
+        for i, site in enumerate(self.sites):
             group_log_alpha = (self.tensor(site, "group_log_alpha")
                                if self.diffprune_config.structured else None)
             group_gate = None if group_log_alpha is None else sample_gate(group_log_alpha, self.hc)
-            weight, element_l0 = gated_weight(self.tensor(site, "base"), self.tensor(site, "diff"),
-                                              self.tensor(site, "log_alpha"), group_gate, self.hc,
-                                              self.diffprune_config.fused)
-            self._point_owners(site, weight)
+            log_alpha = self.tensor(site, "log_alpha")
+            if i in self._row_gates:  # the seeds gated_weight would draw, drawn in its place
+                self._row_gates[i][0].pending = (draw_seeds(log_alpha.device), group_gate)
+                element_l0 = expected_l0(log_alpha, self.hc, fused)
+            else:
+                weight, element_l0 = gated_weight(self.tensor(site, "base"),
+                                                  self.tensor(site, "diff"), log_alpha,
+                                                  group_gate, self.hc, fused)
+                self._point_owners(site, weight)
             l0 = self._tensor_l0(site, element_l0)
             total = l0 if total is None else total + l0
             # The expected density's numerator, from the sums this pass computed anyway.
@@ -324,9 +378,17 @@ class DiffPruneModel(nn.Module):
         for site, diff, idx in zip(self.sites, diffs, positions):
             values = diff.reshape(-1).float()[idx].clone()
             self.set_sparse(site, idx, values)
+        self._remove_row_gates()
         self.stage = "masked"
         self._last_l0 = self._last_kept = None
         return k
+
+    def _remove_row_gates(self) -> None:
+        """Stage 1's embedding hooks go with the gates: later stages leave the modules as they
+        were."""
+        for _, handle in self._row_gates.values():
+            handle.remove()
+        self._row_gates = {}
 
     def set_sparse(self, site: TensorSite, indices: torch.Tensor, values: torch.Tensor) -> None:
         """Replace a tensor's diff with a fixed-mask one: (k,) int64 positions and values."""
@@ -356,6 +418,7 @@ class DiffPruneModel(nn.Module):
             if indices is None or values is None:
                 raise KeyError(f"the state has no fixed-mask diff for {site.name}")
             self.set_sparse(site, indices, values)
+        self._remove_row_gates()
         self.stage = "masked"
         self._last_l0 = self._last_kept = None
         self.load_state_dict(state, strict=False)
