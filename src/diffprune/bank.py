@@ -24,7 +24,7 @@ from torch import nn
 
 from diffprune.fingerprint import fingerprint
 from diffprune.loading import base_path, load_classifier, load_tokenizer
-from diffprune.task_file import TaskDiff, TaskFileError, load_task, task_path
+from diffprune.task_file import TaskDiff, TaskFileMismatch, load_task, task_path
 
 
 @dataclass
@@ -133,18 +133,18 @@ class TaskBank:
         for tensor_name, diff in task.diffs.items():
             param = self._params.get(tensor_name)
             if param is None:
-                raise TaskFileError(f"{source}: the base model has no tensor {tensor_name!r}")
+                raise TaskFileMismatch(source, f"the base model has no tensor {tensor_name!r}")
             if tuple(param.shape) != tuple(diff.shape):
-                raise TaskFileError(f"{source}: {tensor_name} has shape {tuple(diff.shape)}, the "
+                raise TaskFileMismatch(source, f"{tensor_name} has shape {tuple(diff.shape)}, the "
                                     f"base has {tuple(param.shape)}")
         self._check_head(source, task.head)
         expected = task.base.get("fingerprint")
         actual = self.base_fingerprint(list(task.diffs))
         if expected != actual:
-            raise TaskFileError(
-                f"{source} was trained against base {expected} "
+            raise TaskFileMismatch(
+                source, f"was trained against base {expected} "
                 f"({task.base.get('name_or_path', 'unknown')}), but the loaded base is {actual} "
-                f"({self.base_info.get('name_or_path', 'unknown')})")
+                f"({self.base_info.get('name_or_path', 'unknown')})", joiner=" ")
         device, index_dtype = self._flat.device, (
             torch.int32 if self._flat.numel() < 2**31 else torch.int64)
         positions = torch.cat([d.positions + self._offset[n] for n, d in task.diffs.items()])
@@ -165,15 +165,15 @@ class TaskBank:
         outputs: dict[str, int] = {}
         for head_name, tensor in head.items():
             if head_name not in self._params:
-                raise TaskFileError(f"{source}: the base model has no head tensor {head_name!r}")
+                raise TaskFileMismatch(source, f"the base model has no head tensor {head_name!r}")
             mine, theirs = tuple(self._params[head_name].shape), tuple(tensor.shape)
             if len(mine) != len(theirs) or mine[1:] != theirs[1:] or not theirs[:1] or \
                     theirs[0] < 1:
-                raise TaskFileError(f"{source}: head tensor {head_name} has shape {theirs}, "
+                raise TaskFileMismatch(source, f"head tensor {head_name} has shape {theirs}, "
                                     f"which does not fit the model's {mine}")
             layer = head_name.rpartition(".")[0]
             if outputs.setdefault(layer, theirs[0]) != theirs[0]:
-                raise TaskFileError(f"{source}: the head tensors of {layer} disagree on their "
+                raise TaskFileMismatch(source, f"the head tensors of {layer} disagree on their "
                                     f"number of outputs ({outputs[layer]} and {theirs[0]})")
 
     def remove(self, name: str) -> None:

@@ -18,7 +18,7 @@ from diffprune.export import task_from_model
 from diffprune.fingerprint import fingerprint
 from diffprune.model import DiffPruneModel
 from diffprune.run_folder import TASK_FILE
-from diffprune.task_file import TaskDiff, TaskFileError, load_task, save_task, task_path
+from diffprune.task_file import TaskDiff, TaskFileMismatch, load_task, save_task, task_path
 
 
 def task_info_from_config(model: torch.nn.Module) -> dict[str, Any]:
@@ -84,29 +84,29 @@ def from_pretrained(base_model: torch.nn.Module, path: str | Path | TaskDiff,
     params = dict(base_model.named_parameters())
     unknown = sorted(set(task.diffs) - set(params))
     if unknown:
-        raise TaskFileError(f"{source}: the base model has no tensor {unknown[0]!r} "
+        raise TaskFileMismatch(source, f"the base model has no tensor {unknown[0]!r} "
                             f"({len(unknown)} of the task's tensors are not in it)")
     for name, diff in task.diffs.items():
         if tuple(params[name].shape) != tuple(diff.shape):
-            raise TaskFileError(f"{source}: {name} has shape {tuple(diff.shape)}, the base has "
+            raise TaskFileMismatch(source, f"{name} has shape {tuple(diff.shape)}, the base has "
                                 f"{tuple(params[name].shape)}")
     actual = fingerprint((name, params[name]) for name in task.diffs)
     expected = task.base.get("fingerprint")
     if expected != actual:
-        raise TaskFileError(
-            f"{source} was trained against base {expected} "
+        raise TaskFileMismatch(
+            source, f"was trained against base {expected} "
             f"({task.base.get('name_or_path', 'unknown')}), but this base is {actual}: load the "
-            "base the task was trained on")
+            "base the task was trained on", joiner=" ")
     for name, tensor in task.head.items():
         if name not in params:
-            raise TaskFileError(f"{source}: the base model has no head tensor {name!r}")
+            raise TaskFileMismatch(source, f"the base model has no head tensor {name!r}")
         if tuple(params[name].shape) != tuple(tensor.shape):
-            raise TaskFileError(f"{source}: head tensor {name} has shape {tuple(tensor.shape)}, "
+            raise TaskFileMismatch(source, f"head tensor {name} has shape {tuple(tensor.shape)}, "
                                 f"the model has {tuple(params[name].shape)}")
     model = DiffPruneModel(base_model, config)
     missing = sorted(set(task.diffs) - {site.name for site in model.sites})
     if missing:  # the config gates other tensors than the file holds
-        raise TaskFileError(f"{source}: {missing[0]!r} is not gated under the task's config")
+        raise TaskFileMismatch(source, f"{missing[0]!r} is not gated under the task's config")
     with torch.no_grad():
         for site in model.sites:
             diff = task.diffs.get(site.name)

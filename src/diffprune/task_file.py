@@ -43,6 +43,20 @@ class TaskFileError(ValueError):
     """A task file that cannot be used; the message names the file and the problem."""
 
 
+class TaskFileMissing(TaskFileError):
+    """No task file at the path given."""
+
+
+class TaskFileMismatch(TaskFileError):
+    """A well-formed task file that does not fit the model it is given. ``problem`` says why in
+    words that name tensors, shapes and base fingerprints only: a server may show it for a file
+    it read from its own disk, where it shows nothing of a file that failed to parse."""
+
+    def __init__(self, source: str, problem: str, joiner: str = ": ") -> None:
+        super().__init__(f"{source}{joiner}{problem}")
+        self.problem = problem
+
+
 @dataclass
 class SparseDiff:
     """The diff of one tensor: (k,) int64 sorted flat positions and (k,) values."""
@@ -359,7 +373,7 @@ def load_task(path: str | Path) -> TaskDiff:
     """Read and check a task file, or a run folder's (see ``from_bytes``)."""
     path = task_path(path)
     if not path.is_file():
-        raise TaskFileError(f"{path}: no such file")
+        raise TaskFileMissing(f"{path}: no such file")
     return from_bytes(path.read_bytes(), str(path))
 
 

@@ -26,7 +26,13 @@ from diffprune.data.tokenize import encode, sequence_limit
 from diffprune.inference import describe_outputs
 from diffprune.serve.batcher import MicroBatcher
 from diffprune.serve.limits import ServeLimits
-from diffprune.task_file import TaskDiff, TaskFileError, from_bytes
+from diffprune.task_file import (
+    TaskDiff,
+    TaskFileError,
+    TaskFileMismatch,
+    TaskFileMissing,
+    from_bytes,
+)
 
 TASK_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
@@ -89,17 +95,12 @@ def _examples(body: PredictRequest, limits: ServeLimits) -> list[tuple[str, ...]
 
 def _path_problem(err: Exception) -> str:
     """What went wrong loading a server-side file, in words that quote none of its bytes."""
-    if isinstance(err, FileNotFoundError):
+    if isinstance(err, FileNotFoundError | TaskFileMissing):
         return "no such file"
     if isinstance(err, IsADirectoryError | PermissionError):
         return "not a readable task file"
-    text = str(err)
-    if text.endswith(": no such file"):
-        return "no such file"
-    for safe in ("trained against base", "has no tensor", "has no head tensor", "has shape",
-                 "head tensor"):
-        if safe in text:  # checks of a valid file against this base: names and shapes only
-            return text.split(": ", 1)[-1]
+    if isinstance(err, TaskFileMismatch):  # a valid file checked against this base
+        return err.problem
     return "not a valid diffprune task file"
 
 
