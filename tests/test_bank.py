@@ -80,6 +80,33 @@ def test_mixed_batch_rows_match_each_task_alone(three_tasks):
         bank.forward_mixed(["a"], input_ids=x)
 
 
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_mixed_batches_of_padded_rows_answer_as_each_row_alone(three_tasks, side):
+    """Rows of many lengths, padded to the batch's longest: each task's group may drop the
+    columns that are padding in all its rows, and every answer stays that of the row alone."""
+    base, paths = three_tasks
+    bank = TaskBank(copy.deepcopy(base))
+    for name in "abc":
+        bank.add(name, paths[name][0])
+    x = token_batch(8, length=9)
+    lengths = [9, 2, 5, 1, 7, 3, 4, 6]
+    mask = torch.zeros_like(x)
+    for i, n in enumerate(lengths):
+        if side == "right":
+            mask[i, :n] = 1
+        else:
+            mask[i, 9 - n:] = 1
+    x = x * mask  # padding token 0
+    tasks = ["b", "a", "a", "c", "b", "a", "c", "c"]  # "a"'s rows end by column 5
+    rows = bank.forward_mixed(tasks, input_ids=x, attention_mask=mask)
+    for i, task in enumerate(tasks):
+        # BERT counts positions from the first column: a left-padded row keeps its padding.
+        keep = mask[i].bool() if side == "right" else torch.ones(9, dtype=torch.bool)
+        alone = bank.forward(task, input_ids=x[i:i + 1, keep],
+                             attention_mask=mask[i:i + 1, keep]).logits[0]
+        torch.testing.assert_close(rows[i], alone, rtol=1e-5, atol=1e-5)
+
+
 def test_merge_writes_a_transformers_model_with_the_same_predictions(three_tasks, tmp_path):
     from transformers import AutoModelForSequenceClassification
 

@@ -318,7 +318,9 @@ class TaskBank:
         """Logits per row for a batch whose rows belong to different tasks.
 
         Rows are grouped by task; each group runs once under its task, so the cost is one switch
-        per distinct task in the batch. Returns one (num_labels,) tensor per row, in row order.
+        per distinct task in the batch, and each group drops the trailing columns that are
+        padding in all of its rows (a group's longest row is usually shorter than the batch's).
+        Returns one (num_labels,) tensor per row, in row order.
         """
         rows = len(tasks)
         for key, value in inputs.items():
@@ -328,7 +330,7 @@ class TaskBank:
         with self._lock:
             for task in dict.fromkeys(tasks):
                 index = [i for i, t in enumerate(tasks) if t == task]
-                sub = {k: v[index] for k, v in inputs.items()}
+                sub = _trim_padding({k: v[index] for k, v in inputs.items()})
                 logits = self.forward(task, **sub).logits  # (len(index), num_labels)
                 for j, i in enumerate(index):
                     out[i] = logits[j]
@@ -356,3 +358,18 @@ class TaskBank:
         if self.tokenizer is not None:
             self.tokenizer.save_pretrained(output_dir)
         return output_dir
+
+
+def _trim_padding(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``inputs`` without the trailing columns that no row attends to: masked keys change no
+    output, so the result is the same up to float rounding. Left-padded batches are unchanged
+    (their last column is never all padding)."""
+    mask = inputs.get("attention_mask")
+    if mask is None or mask.dim() != 2 or mask.shape[1] == 0:
+        return inputs
+    used = mask.any(0).nonzero()
+    length = int(used.max()) + 1 if used.numel() else mask.shape[1]
+    if length == mask.shape[1]:
+        return inputs
+    return {k: v[:, :length] if v.dim() >= 2 and v.shape[1] == mask.shape[1] else v
+            for k, v in inputs.items()}
