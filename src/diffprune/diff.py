@@ -53,6 +53,11 @@ def counter_uniform(seeds: torch.Tensor, n: int, eps: float) -> torch.Tensor:
     return entry_uniform(seeds, torch.arange(n, device=seeds.device, dtype=torch.int64), eps)
 
 
+def _constants(hc: HardConcrete) -> tuple[float, ...]:
+    """The hard-concrete constants in the order the kernels take them."""
+    return (hc.left, hc.right, hc.temperature, hc.l0_shift, hc.eps)
+
+
 def draw_seeds(device: torch.device) -> torch.Tensor:
     """Two 32-bit seeds from the torch generator: one call's noise (reproducible, resumable)."""
     return torch.randint(0, 1 << 32, (2,), dtype=torch.int64).to(device)
@@ -72,6 +77,15 @@ def _noise(seeds: torch.Tensor, n: int, eps: float, index: torch.Tensor | None) 
     return counter_uniform(seeds, n, eps) if index is None else entry_uniform(seeds, index, eps)
 
 
+def _l0_math(log_alpha: torch.Tensor, shift: float) -> torch.Tensor:
+    return torch.sigmoid(log_alpha - shift).sum()
+
+
+def _l0_backward_math(grad_l0: torch.Tensor, log_alpha: torch.Tensor, shift: float):
+    p = torch.sigmoid(log_alpha - shift)
+    return grad_l0 * p * (1.0 - p)
+
+
 def _forward_math(theta: torch.Tensor, w: torch.Tensor, log_alpha: torch.Tensor,
                   seeds: torch.Tensor, group_gate: torch.Tensor | None, left: float,
                   right: float, temperature: float, shift: float, eps: float,
@@ -81,7 +95,7 @@ def _forward_math(theta: torch.Tensor, w: torch.Tensor, log_alpha: torch.Tensor,
     z = _gate(log_alpha, _noise(seeds, log_alpha.numel(), eps, index), left, right, temperature)
     delta = z * w if group_gate is None else z * w * group_gate
     weight = theta + delta.to(theta.dtype)
-    l0 = torch.sigmoid(log_alpha - shift).sum()
+    l0 = _l0_math(log_alpha, shift)
     return weight, l0
 
 
@@ -104,18 +118,8 @@ def _backward_math(grad_weight: torch.Tensor, seeds: torch.Tensor, w: torch.Tens
         grad_alpha = grad_alpha * group_gate
         gz = gz * group_gate
     if grad_l0 is not None:
-        p = torch.sigmoid(log_alpha - shift)
-        grad_alpha = grad_alpha + grad_l0 * p * (1.0 - p)
+        grad_alpha = grad_alpha + _l0_backward_math(grad_l0, log_alpha, shift)
     return gz, grad_alpha, grad_group
-
-
-def _l0_math(log_alpha: torch.Tensor, shift: float) -> torch.Tensor:
-    return torch.sigmoid(log_alpha - shift).sum()
-
-
-def _l0_backward_math(grad_l0: torch.Tensor, log_alpha: torch.Tensor, shift: float):
-    p = torch.sigmoid(log_alpha - shift)
-    return grad_l0 * p * (1.0 - p)
 
 
 _EAGER = {"forward": _forward_math, "backward": _backward_math, "l0": _l0_math,
@@ -164,7 +168,7 @@ class GatedDiff(torch.autograd.Function):
     def forward(ctx, theta, w, log_alpha, group_gate, hc: HardConcrete, fused: bool):
         # The kernels see flat (numel,) views, so one compiled graph serves every tensor shape.
         seeds = draw_seeds(log_alpha.device)
-        consts = (hc.left, hc.right, hc.temperature, hc.l0_shift, hc.eps)
+        consts = _constants(hc)
         weight, l0 = _KERNELS.run("forward", fused, theta.reshape(-1), w.reshape(-1),
                                   log_alpha.reshape(-1), seeds, group_gate, *consts)
         ctx.consts, ctx.fused = consts, fused
@@ -203,7 +207,7 @@ class GatedRows(torch.autograd.Function):
     @staticmethod
     def forward(ctx, theta, w, log_alpha, group_gate, rows, seeds, hc: HardConcrete,
                 fused: bool, padding_idx: int | None):
-        consts = (hc.left, hc.right, hc.temperature, hc.l0_shift, hc.eps)
+        consts = _constants(hc)
         index = _row_entries(rows, theta.shape[1])
         weight, _ = _KERNELS.run("forward", fused, theta[rows].reshape(-1), w[rows].reshape(-1),
                                  log_alpha[rows].reshape(-1), seeds, group_gate, *consts, index)
