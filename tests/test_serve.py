@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -184,6 +185,35 @@ def test_unknown_task_is_404(server):
     client, _, _ = server
     response = client.post("/v1/tasks/nope/predict", json={"text": "a"})
     assert response.status_code == 404 and "loaded: t0, t1, sim" in response.json()["detail"]
+
+
+def test_requests_are_taken_in_while_a_batch_holds_the_bank(server):
+    """The handlers look tasks up without the bank's lock, so the event loop keeps taking
+    requests (and sending answers) while a batch runs; before, each request waited for it."""
+    client, _, _ = server
+    bank = client.app.state.bank
+    held, release, released = threading.Event(), threading.Event(), threading.Event()
+
+    def hold():  # stands in for a long forward pass
+        with bank.lock:
+            held.set()
+            release.wait(timeout=10)
+        released.set()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait()
+    try:
+        response = client.post("/v1/tasks/nope/predict", json={"text": "a"})
+        answered_while_held = not released.is_set()
+        known = ThreadPoolExecutor(1).submit(
+            client.post, "/v1/tasks/t0/predict", json={"text": TEXTS[0]})
+        assert response.status_code == 404 and answered_while_held
+        assert client.get("/healthz").status_code == 200 and not known.done()
+    finally:
+        release.set()
+        holder.join()
+    assert known.result(timeout=30).status_code == 200  # answered once the batch is over
 
 
 def test_serve_command_refuses_a_bad_task_before_serving(tiny_base_dir, tmp_path, capsys):

@@ -183,6 +183,16 @@ class TaskBank:
                 self._revert()
             del self._tasks[name]
 
+    def task_spec(self, name: str) -> dict[str, Any]:
+        """The task record (name, labels, problem type) of a loaded task, without the lock: a
+        request handler can look a task up while a batch runs (a dict read is atomic), where
+        ``describe`` would wait for the batch."""
+        resident = self._tasks.get(name)
+        if resident is None:
+            known = ", ".join(self._tasks) or "none"
+            raise KeyError(f"no task named {name!r} is loaded (loaded: {known})")
+        return resident.file.task
+
     def describe(self) -> list[dict[str, Any]]:
         """One row per task: labels, nonzeros, density, bytes on disk and in memory."""
         with self._lock:

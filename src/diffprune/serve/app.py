@@ -165,12 +165,14 @@ def create_app(bank: TaskBank, tokenizer, limits: ServeLimits | None = None) -> 
     app.state.bank, app.state.batcher, app.state.limits = bank, batcher, limits
 
     def spec_of(name: str) -> TaskSpec:
-        for row in bank.describe():
-            if row["name"] == name:
-                return TaskSpec.from_dict({"name": name, "labels": row["labels"],
-                                           "problem_type": row["problem_type"]})
-        raise HTTPException(404, f"no task named {name!r} is loaded "
-                                 f"(loaded: {', '.join(bank.tasks) or 'none'})")
+        # Lock-free: predict runs on the event loop, which must not wait for a batch to finish
+        # (it would stop taking requests and sending answers meanwhile).
+        try:
+            record = bank.task_spec(name)
+        except KeyError as err:
+            raise HTTPException(404, str(err.args[0])) from None
+        return TaskSpec.from_dict({"name": name, "labels": record.get("labels"),
+                                   "problem_type": record.get("problem_type")})
 
     app.add_middleware(BodyLimit, limits=limits)
 
