@@ -1,20 +1,26 @@
 """Load on the HTTP server over loopback: many tasks beside one, tasks added and removed live.
 
-Phase 1 (three tasks): a `diffprune serve` process with tasks t0, t1, t2 gets ``--requests``
-predict requests from ``--clients`` concurrent clients, spread over the loaded tasks. Halfway a
-fourth task is added (POST /v1/tasks), at three quarters t1 is removed (DELETE); requests for t1
-sent after that must get 404, every other answer must equal the single-task answer (the same
-input through a bank holding that task alone, one input per forward pass). No 5xx is allowed.
+Phase 1 (three tasks, live changes): a `diffprune serve` process with tasks t0, t1, t2 gets
+``--requests`` predict requests from ``--clients`` concurrent clients, spread over the loaded
+tasks. Halfway a fourth task is added (POST /v1/tasks), at three quarters t1 is removed (DELETE);
+requests for t1 sent after that must get 404, every other answer must equal the single-task
+answer (the same input through a bank holding that task alone, one input per forward pass). No
+5xx is allowed.
 
-Phase 2 (one task): a fresh server with t0 alone gets the same kind of load, for throughput and
-latency beside phase 1; then nine more tasks are added and the server's RSS is compared with
-the one-task RSS (goal: at most 1.1x).
+Phase 2 (throughput, mixed beside one task): a fresh server holding t0, t1, t2 gets
+``--rounds`` pairs of load segments of ``--segment`` requests each: one segment spread over the
+three tasks, one for t0 alone, in alternating order (ABBA...), so that a drift of the shared
+machine's speed falls on both alike. The ratio is total mixed requests/s over total one-task
+requests/s; each round's ratio is kept too. The same exactness check applies.
+
+Phase 3 (memory): a fresh server with t0 alone, after a short load; then nine more tasks are
+added and its RSS is compared with the one-task RSS (goal: at most 1.1x).
 
 Tasks are synthetic 0.5% diffs at random positions on the bundled MiniLM (as in bank.py); the
 inputs are SST-2 dev sentences. Bounded in count and time; loopback only.
 
     python benchmarks/serve_load.py --quick       # ~1 minute, prints only
-    python benchmarks/serve_load.py               # 5,000 requests, writes results/serve_load.*
+    python benchmarks/serve_load.py               # writes results/serve_load.*
 """
 
 from __future__ import annotations
@@ -178,14 +184,25 @@ def summarise(records: list[dict], elapsed: float, expected: dict) -> dict:
     }
 
 
+def _joined(segments: list[tuple[list[dict], float]]) -> tuple[list[dict], float]:
+    """Several load segments as one: all their records, their summed time."""
+    return [r for records, _ in segments for r in records], sum(t for _, t in segments)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--requests", type=int, default=None)
     parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--max-seconds", type=float, default=600)
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="pairs of throughput segments (default 4; 2 with --quick)")
+    parser.add_argument("--segment", type=int, default=None,
+                        help="requests per throughput segment (default 600; 150 with --quick)")
+    parser.add_argument("--max-seconds", type=float, default=900)
     args = parser.parse_args()
     n = args.requests or (400 if args.quick else 5000)
+    args.rounds = args.rounds or (2 if args.quick else 4)
+    args.segment = args.segment or (150 if args.quick else 600)
     texts = sentences(64)
     rng = random.Random(0)
 
@@ -224,12 +241,28 @@ def main() -> None:
         server.stop()
     many = summarise(records, elapsed, expected)
 
-    # Phase 2: one task; then memory with ten tasks beside one.
+    # Phase 2: throughput, mixed and one task on one server, in alternating segments.
+    server = Server({k: files[k] for k in ("t0", "t1", "t2")})
+    segments: dict[str, list[tuple[list[dict], float]]] = {"mixed": [], "one": []}
+    try:
+        for round_ in range(args.rounds):
+            order = ("mixed", "one") if round_ % 2 == 0 else ("one", "mixed")
+            for kind in order:
+                names = ["t0", "t1", "t2"] if kind == "mixed" else ["t0"]
+                seg_plan = [(rng.choice(names), rng.choice(texts)) for _ in range(args.segment)]
+                segments[kind].append(load(server.url, seg_plan, args.clients, {}, deadline))
+    finally:
+        server.stop()
+    mixed = summarise(*_joined(segments["mixed"]), expected)
+    one = summarise(*_joined(segments["one"]), expected)
+    round_ratios = [round((len(m) / tm) / (len(o) / to), 3)
+                    for (m, tm), (o, to) in zip(segments["mixed"], segments["one"])]
+
+    # Phase 3: memory, ten tasks beside one.
     server = Server({"t0": files["t0"]})
     try:
-        one_plan = [("t0", rng.choice(texts)) for _ in range(min(n, 2000))]
-        records, elapsed = load(server.url, one_plan, args.clients, {}, deadline)
-        one = summarise(records, elapsed, expected)
+        warm = [("t0", rng.choice(texts)) for _ in range(min(n, 300))]
+        load(server.url, warm, args.clients, {}, deadline)
         rss_one = rss_mb(server.proc.pid)
         with httpx.Client(base_url=server.url, timeout=60) as client:
             for i in range(1, 10):
@@ -240,11 +273,13 @@ def main() -> None:
         server.stop()
 
     report = {**run_info(), "settings": {"requests": n, "clients": args.clients,
+                                         "rounds": args.rounds, "segment": args.segment,
                                          "tasks_density": 0.005, "base": "bundled MiniLM"},
-              "three_tasks": many, "one_task": one,
+              "live_changes": many, "mixed_tasks": mixed, "one_task": one,
+              "round_ratios": round_ratios,
               "rss_mb": {"one_task": round(rss_one, 1), "ten_tasks": round(rss_ten, 1)},
               "memory_ratio_10_tasks": round(rss_ten / rss_one, 3),
-              "throughput_ratio_vs_one_task": round(many["requests_per_s"]
+              "throughput_ratio_vs_one_task": round(mixed["requests_per_s"]
                                                     / one["requests_per_s"], 3)}
     table = "\n".join([
         "| server | requests | 5xx | unexpected 4xx | 404 after removal | wrong answers "
@@ -253,14 +288,19 @@ def main() -> None:
         *(f"| {name} | {r['requests']} | {r['status_5xx']} | {r['unexpected_4xx']} | "
           f"{r['404_after_removal']} | {r['answers_differing_from_single_task']} | "
           f"{r['requests_per_s']} | {r['p50_ms']} | {r['p99_ms']} |"
-          for name, r in (("3 tasks (+1 added, 1 removed)", many), ("1 task", one))),
+          for name, r in (("3 tasks, +1 added, 1 removed (phase 1)", many),
+                          ("3 tasks mixed (phase 2)", mixed), ("t0 alone (phase 2)", one))),
+        "",
+        f"Mixed over one-task requests/s: {report['throughput_ratio_vs_one_task']:.3f}x in "
+        f"all of phase 2; by round: {', '.join(f'{r:.3f}' for r in round_ratios)}.",
         "",
         f"Server RSS: {rss_one:.0f} MB with one task, {rss_ten:.0f} MB with ten "
         f"({report['memory_ratio_10_tasks']:.3f}x).",
     ])
     finish("serve_load", "HTTP server under load", report, table,
-           {"status_5xx": many["status_5xx"] + one["status_5xx"],
+           {"status_5xx": many["status_5xx"] + mixed["status_5xx"] + one["status_5xx"],
             "wrong_answers": many["answers_differing_from_single_task"]
+            + mixed["answers_differing_from_single_task"]
             + one["answers_differing_from_single_task"],
             "memory_ratio_10_tasks": report["memory_ratio_10_tasks"],
             "throughput_ratio_vs_one_task": report["throughput_ratio_vs_one_task"]}, args.quick)
