@@ -246,6 +246,8 @@ def main() -> None:
     segments: dict[str, list[tuple[list[dict], float]]] = {"mixed": [], "one": []}
     try:
         for round_ in range(args.rounds):
+            if round_ and time.time() > deadline:  # --max-seconds: keep the pairs that ran
+                break
             order = ("mixed", "one") if round_ % 2 == 0 else ("one", "mixed")
             for kind in order:
                 names = ["t0", "t1", "t2"] if kind == "mixed" else ["t0"]
