@@ -9,9 +9,8 @@ task (up to ``max_rows``). Requests of other tasks stay waiting and take in the 
 arrive meanwhile, so the worker always has the next pass ready and passes stay large: with
 clients spread over several tasks it neither sits idle while a window fills nor runs a few rows
 per task. No request waits for ever: once the oldest waiting request has been passed over
-``max_skips`` times, its task goes next. (In ``benchmarks/serve_load.py`` mixed traffic ran at
-0.83x the one-task throughput with one pass over every task's rows, 0.83-0.86x taking the oldest
-request's task first, 0.85-0.98x taking the largest first: docs/serving.md.)
+``max_skips`` times, its task goes next. (docs/serving.md has what this order measured against
+one pass over every task's rows.)
 
 How long the worker waits when nothing is waiting: after each request, ``max_wait`` more for
 the next one, and at most ``window`` in all. A lone request waits ``max_wait``; under load, the
