@@ -18,6 +18,7 @@ from diffprune.bounds import setting as _field
 
 PenaltyForm = Literal["code", "paper"]
 DensityControl = Literal["target", "fixed"]
+MomentDtype = Literal["bfloat16", "float32"]
 
 
 @dataclass
@@ -106,6 +107,10 @@ class DiffPruneConfig:
         1.0, "L0 and fixed-mask stages: gradient-norm clip of w and the head; 0 = none.", low=0)
     log_alpha_max_grad_norm: float = _field(
         1.0, "L0 stage: gradient-norm clip of log-alpha; 0 = none.", low=0)
+    moment_dtype: MomentDtype = _field(
+        "bfloat16", "L0 stage: how AdamW stores its moments of w and log-alpha: 'bfloat16' "
+        "halves the optimizer state (the step runs in float32; v is rounded stochastically, "
+        "compact_adamw.py); 'float32' is torch's AdamW, as in the paper.")
     adam_eps: float = _field(
         1e-8, "AdamW epsilon (it interacts with the tiny penalty gradient).", low=0, open_low=True)
     weight_decay: float = _field(
@@ -120,6 +125,9 @@ class DiffPruneConfig:
         if self.density_control not in ("target", "fixed"):
             raise ValueError(f"density_control must be 'target' or 'fixed', got "
                              f"{self.density_control!r}")
+        if self.moment_dtype not in ("bfloat16", "float32"):
+            raise ValueError(f"moment_dtype must be 'bfloat16' or 'float32', got "
+                             f"{self.moment_dtype!r}")
         if not self.stretch_left < 0.0 < 1.0 < self.stretch_right:
             raise ValueError(
                 "the stretch interval must satisfy l < 0 < 1 < r so that gates can be exactly 0 "

@@ -16,11 +16,10 @@ the penalty's, comes from ``expected_l0`` without any noise.
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 
 from diffprune.gates import HardConcrete
+from diffprune.kernels import Kernels
 
 _M32 = 0xFFFFFFFF
 
@@ -126,35 +125,7 @@ _EAGER = {"forward": _forward_math, "backward": _backward_math, "l0": _l0_math,
           "l0_backward": _l0_backward_math}
 
 
-class _Kernels:
-    """The math functions, each compiled on first use when ``fused``; eager on any failure."""
-
-    def __init__(self) -> None:
-        self.compiled: dict[str, object] = {}
-        self.broken = False
-
-    def get(self, name: str, fused: bool):
-        eager = _EAGER[name]
-        if not fused or self.broken:
-            return eager
-        if name not in self.compiled:
-            self.compiled[name] = torch.compile(eager, dynamic=True)
-        return self.compiled[name]
-
-    def run(self, name: str, fused: bool, *args):
-        fn = self.get(name, fused)
-        try:
-            return fn(*args)
-        except Exception as err:  # no C++ compiler, unsupported platform, ...
-            if fn is _EAGER[name]:
-                raise
-            self.broken = True
-            warnings.warn(f"torch.compile failed ({type(err).__name__}: {err}); diffprune falls "
-                          "back to eager gate kernels (same results, slower)", stacklevel=3)
-            return self.get(name, fused=False)(*args)
-
-
-_KERNELS = _Kernels()
+_KERNELS = Kernels(_EAGER)
 
 
 class GatedDiff(torch.autograd.Function):

@@ -2,6 +2,8 @@
 
 One AdamW with per-group learning rates is the same update as the authors' two AdamW instances
 (AdamW keeps state per parameter), and it lets any scheduler or the Transformers Trainer drive it.
+In the L0 stage the moments are kept in bfloat16 by default (``CompactAdamW``, the config's
+``moment_dtype``); the fixed-mask stage trains 0.5% of the entries and keeps torch's AdamW.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
+from diffprune.compact_adamw import CompactAdamW
 from diffprune.model import DiffPruneModel
 
 
@@ -37,9 +40,14 @@ def adamw(params, **kwargs) -> torch.optim.AdamW:
 
 
 def make_optimizer(model: DiffPruneModel, betas: tuple[float, float] = (0.9, 0.999),
-                   lrs: dict[str, float] | None = None) -> torch.optim.AdamW:
-    """AdamW over ``model.param_groups(lrs)`` (each group carries its name and learning rate)."""
-    return adamw(model.param_groups(lrs), eps=model.diffprune_config.adam_eps, betas=betas)
+                   lrs: dict[str, float] | None = None) -> torch.optim.Optimizer:
+    """AdamW over ``model.param_groups(lrs)`` (each group carries its name and learning rate):
+    ``CompactAdamW`` in the L0 stage when the config keeps bfloat16 moments, else torch's."""
+    config = model.diffprune_config
+    groups = model.param_groups(lrs)
+    if model.stage == "gated" and config.moment_dtype == "bfloat16":
+        return CompactAdamW(groups, eps=config.adam_eps, betas=betas, fused=config.fused)
+    return adamw(groups, eps=config.adam_eps, betas=betas)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, num_training_steps: int,
@@ -52,7 +60,7 @@ def make_scheduler(optimizer: torch.optim.Optimizer, num_training_steps: int,
 
 
 def build_optimizer(model: DiffPruneModel, num_training_steps: int, warmup_steps: int = 0,
-                    lrs: dict[str, float] | None = None) -> tuple[torch.optim.AdamW, LambdaLR]:
+                    lrs: dict[str, float] | None = None) -> tuple[torch.optim.Optimizer, LambdaLR]:
     """The optimiser and its schedule for ``num_training_steps`` steps (``lrs``: rates by group
     name, overriding the config's)."""
     optimizer = make_optimizer(model, lrs=lrs)
