@@ -28,6 +28,9 @@ import time
 from _report import finish, run_info
 
 METHODS = ("full", "diff-structured", "diff")
+# Beside the defaults, on request (--methods): stage 1 with torch's AdamW (float32 moments), to
+# measure what the bfloat16 moments save.
+VARIANTS = {"diff-structured-f32-moments": {"structured": True, "moment_dtype": "float32"}}
 
 
 def _rss_mb() -> float:
@@ -60,7 +63,8 @@ def make_step(method: str, args: argparse.Namespace):
     else:
         from diffprune.density_control import DensityController
 
-        config = DiffPruneConfig(structured=method == "diff-structured", fused=not args.eager)
+        settings = VARIANTS.get(method, {"structured": method == "diff-structured"})
+        config = DiffPruneConfig(**settings, fused=not args.eager)
         model = get_diffprune_model(model, config).train()
         optimizer, _ = build_optimizer(model, num_training_steps=1000)
         # The default stage 1 includes density control: its per-step work is timed too.
@@ -161,7 +165,7 @@ def main() -> None:
     parser.add_argument("--methods", default=None, help="comma-separated; 'full' is the baseline")
     parser.add_argument("--model", default=None, help="base model path (default: bundled MiniLM)")
     parser.add_argument("--eager", action="store_true", help="gate kernels without torch.compile")
-    parser.add_argument("--worker", choices=METHODS, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=METHODS + tuple(VARIANTS), help=argparse.SUPPRESS)
     parser.add_argument("--timing-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.methods = args.methods or ("full,diff-structured" if args.quick else ",".join(METHODS))

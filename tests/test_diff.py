@@ -130,14 +130,37 @@ def test_gated_rows_are_those_rows_of_the_whole_table(fused, grouped, rows, padd
     torch.manual_seed(5)
     whole, l0 = gated_weight(theta, *ref[:2], ref[2] if grouped else None, hc, fused=fused)
     torch.manual_seed(5)
-    part = gated_rows(theta, *ours[:2], ours[2] if grouped else None, rows,
-                      draw_seeds(theta.device), hc, fused, padding_idx)
-    part_l0 = expected_l0(ours[1], hc, fused)
+    part, part_l0 = gated_rows(theta, *ours[:2], ours[2] if grouped else None, rows,
+                               draw_seeds(theta.device), hc, fused, padding_idx)
     torch.testing.assert_close(part, whole[rows], rtol=0, atol=0)
     torch.testing.assert_close(part_l0, l0, rtol=1e-6, atol=1e-5)
+    # the fallback for a table a forward did not look up gives the same L0
+    torch.testing.assert_close(expected_l0(ours[1], hc, fused), part_l0, rtol=0, atol=0)
 
     keep = (rows != padding_idx)[:, None].float() if padding_idx is not None else 1.0
     ((whole[rows] * g_out * keep).sum() + 0.3 * l0).backward()
     ((part * g_out).sum() + 0.3 * part_l0).backward()
     for a, b in zip(ours, ref):
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize("use", ["rows", "penalty"])
+def test_gated_rows_with_one_output_unused(fused, use):
+    """Only the rows in the loss: log-alpha's gradient is the rows' alone; only the penalty:
+    the penalty's alone, and w gets none."""
+    hc = HardConcrete()
+    theta, rows = torch.randn(9, 6), torch.tensor([1, 4])
+    w = (torch.randn(9, 6) * 0.1).requires_grad_(True)
+    log_alpha = (torch.randn(9, 6) * 2).requires_grad_(True)
+    part, l0 = gated_rows(theta, w, log_alpha, None, rows, draw_seeds(theta.device), hc, fused)
+    (part.sum() if use == "rows" else l0).backward()
+    if use == "penalty":
+        assert w.grad is None
+        p = torch.sigmoid(log_alpha.detach() - hc.l0_shift)
+        torch.testing.assert_close(log_alpha.grad, p * (1 - p))
+    else:
+        others = torch.ones(9, dtype=torch.bool)
+        others[rows] = False
+        assert not log_alpha.grad[others].any() and not w.grad[others].any()
+        assert w.grad[rows].abs().sum() > 0

@@ -173,7 +173,9 @@ def gated_weight(theta: torch.Tensor, w: torch.Tensor, log_alpha: torch.Tensor,
 
 class GatedRows(torch.autograd.Function):
     """Rows ``rows`` of ``GatedDiff``'s weight for a 2-D table, (k, width): the same gates, for
-    the same seeds, as the whole-table pass gives those rows."""
+    the same seeds, as the whole-table pass gives those rows; and the whole table's expected
+    L0, so that one backward gives log-alpha's whole gradient (the penalty's, dense, with the
+    rows' loss gradient added in place) instead of two table-sized tensors summed."""
 
     @staticmethod
     def forward(ctx, theta, w, log_alpha, group_gate, rows, seeds, hc: HardConcrete,
@@ -182,16 +184,23 @@ class GatedRows(torch.autograd.Function):
         index = _row_entries(rows, theta.shape[1])
         weight, _ = _KERNELS.run("forward", fused, theta[rows].reshape(-1), w[rows].reshape(-1),
                                  log_alpha[rows].reshape(-1), seeds, group_gate, *consts, index)
+        l0 = _KERNELS.run("l0", fused, log_alpha.reshape(-1), hc.l0_shift)
         ctx.consts, ctx.fused, ctx.padding_idx = consts, fused, padding_idx
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(rows, seeds, w, log_alpha, group_gate)
-        return weight.view(rows.numel(), theta.shape[1])
+        return weight.view(rows.numel(), theta.shape[1]), l0
 
     @staticmethod
-    def backward(ctx, grad_rows):
+    def backward(ctx, grad_rows, grad_l0):
         rows, seeds, w, log_alpha, group_gate = ctx.saved_tensors
-        if grad_rows is None:
-            return (None,) * 9
+        none = (None,) * 9
+        if grad_rows is None and grad_l0 is None:
+            return none
+        shift = ctx.consts[3]
+        full_alpha = (torch.zeros_like(log_alpha) if grad_l0 is None else _KERNELS.run(
+            "l0_backward", ctx.fused, grad_l0, log_alpha.reshape(-1), shift).view(w.shape))
+        if grad_rows is None:  # the penalty's gradient alone
+            return (None, None, full_alpha, None, None, None, None, None, None)
         if ctx.padding_idx is not None:  # nn.Embedding never trains its padding row
             grad_rows = grad_rows.masked_fill((rows == ctx.padding_idx)[:, None], 0.0)
         grad_w, grad_alpha, grad_group = _KERNELS.run(
@@ -200,7 +209,7 @@ class GatedRows(torch.autograd.Function):
             _row_entries(rows, w.shape[1]))
         shape = (rows.numel(), w.shape[1])
         full_w = torch.zeros_like(w).index_copy_(0, rows, grad_w.view(shape))
-        full_alpha = torch.zeros_like(log_alpha).index_copy_(0, rows, grad_alpha.view(shape))
+        full_alpha.index_add_(0, rows, grad_alpha.view(shape))  # rows are unique: one add each
         return (None, full_w, full_alpha, grad_group, None, None, None, None, None)
 
 
@@ -212,14 +221,14 @@ def _row_entries(rows: torch.Tensor, width: int) -> torch.Tensor:
 def gated_rows(theta: torch.Tensor, w: torch.Tensor, log_alpha: torch.Tensor,
                group_gate: torch.Tensor | None, rows: torch.Tensor, seeds: torch.Tensor,
                hc: HardConcrete, fused: bool = True,
-               padding_idx: int | None = None) -> torch.Tensor:
-    """Stage-1 effective weight of the rows ``rows`` of a 2-D table, (k, width).
+               padding_idx: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stage-1 effective weight of the rows ``rows`` of a 2-D table, (k, width), and the whole
+    table's sum_i P(z_i > 0) (as ``gated_weight`` returns it).
 
     Args:
         rows: (k,) int64 row numbers, unique.
         seeds: the seeds ``gated_weight`` would have drawn for the whole table (``draw_seeds``).
         padding_idx: a row whose gradient stays zero, as ``nn.Embedding`` keeps it.
-    The table's penalty is not included: see ``expected_l0``.
     """
     return GatedRows.apply(theta, w, log_alpha, group_gate, rows, seeds, hc, fused, padding_idx)
 
@@ -241,7 +250,8 @@ class ExpectedL0(torch.autograd.Function):
 
 
 def expected_l0(log_alpha: torch.Tensor, hc: HardConcrete, fused: bool = True) -> torch.Tensor:
-    """A tensor's expected L0, differentiable in ``log_alpha`` (the penalty of ``gated_rows``)."""
+    """A tensor's expected L0, differentiable in ``log_alpha`` (a row-gated table's penalty when
+    a forward did not look it up)."""
     return ExpectedL0.apply(log_alpha, hc.l0_shift, fused)
 
 

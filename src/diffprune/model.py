@@ -22,6 +22,7 @@ The loss and every gradient are those of the whole-table pass (``gather_embeddin
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -43,11 +44,13 @@ class RowGatedEmbedding:
 
     ``apply_diffs`` draws the table's group gate and noise seeds in the order the whole-table
     pass would (so the run's random stream is unchanged) and leaves them in ``pending``; the
-    hook then computes those rows' effective weights and looks the input up in them.
+    hook then computes those rows' effective weights and looks the input up in them. The same
+    call gives the table's expected L0, which the hook hands to ``record_l0`` (the first call of
+    a forward only, should a model look the table up twice).
     """
 
-    def __init__(self, attr: str, hc: HardConcrete, fused: bool) -> None:
-        self.attr, self.hc, self.fused = attr, hc, fused
+    def __init__(self, attr: str, hc: HardConcrete, fused: bool, record_l0) -> None:
+        self.attr, self.hc, self.fused, self.record_l0 = attr, hc, fused, record_l0
         self.pending: tuple[torch.Tensor, torch.Tensor | None] | None = None
 
     @staticmethod
@@ -63,10 +66,12 @@ class RowGatedEmbedding:
             return None
         seeds, group_gate = self.pending
         rows, inverse = torch.unique(ids, return_inverse=True)
-        table = gated_rows(getattr(module, f"{PREFIX}{self.attr}_base"),
-                           getattr(module, f"{PREFIX}{self.attr}_diff"),
-                           getattr(module, f"{PREFIX}{self.attr}_log_alpha"), group_gate,
-                           rows.long(), seeds, self.hc, self.fused, module.padding_idx)
+        table, element_l0 = gated_rows(getattr(module, f"{PREFIX}{self.attr}_base"),
+                                       getattr(module, f"{PREFIX}{self.attr}_diff"),
+                                       getattr(module, f"{PREFIX}{self.attr}_log_alpha"),
+                                       group_gate, rows.long(), seeds, self.hc, self.fused,
+                                       module.padding_idx)
+        self.record_l0(element_l0)
         return torch.nn.functional.embedding(inverse, table)
 
 
@@ -90,8 +95,9 @@ class DiffPruneModel(nn.Module):
         self.sites: list[TensorSite] = sites
         self.head_names: list[str] = [s.name for s in head]
         self.stage = "gated"
-        self._last_l0: torch.Tensor | None = None
-        self._last_kept: torch.Tensor | None = None
+        # sum_i P(z_i > 0) per gated tensor from the last forward (None: not computed yet)
+        self._element_l0: list[torch.Tensor | None] | None = None
+        self._group_kept: list[torch.Tensor | None] = []  # P(z_g > 0) per tensor, that forward
         self._disabled = False
         # site index -> (hook state, hook handle) of the embedding tables gated by rows
         self._row_gates: dict[int, tuple[RowGatedEmbedding, Any]] = {}
@@ -106,7 +112,8 @@ class DiffPruneModel(nn.Module):
             for i, site in enumerate(sites):
                 if RowGatedEmbedding.applies_to(site):
                     hook = RowGatedEmbedding(site.owners[0][1], self.hc,
-                                             self.diffprune_config.fused)
+                                             self.diffprune_config.fused,
+                                             functools.partial(self._record_row_l0, i))
                     handle = site.owners[0][0].register_forward_hook(hook, with_kwargs=True)
                     self._row_gates[i] = (hook, handle)
 
@@ -184,39 +191,59 @@ class DiffPruneModel(nn.Module):
                                        self.tensor(site, "values"))
                 self._point_owners(site, weight)
             return
-        total = kept = None
         fused = self.diffprune_config.fused
+        element_l0: list[torch.Tensor | None] = []
+        group_kept: list[torch.Tensor | None] = []
         for i, site in enumerate(self.sites):
             group_log_alpha = (self.tensor(site, "group_log_alpha")
                                if self.diffprune_config.structured else None)
             group_gate = None if group_log_alpha is None else sample_gate(group_log_alpha, self.hc)
+            # P(z_g > 0) of this pass, for the expected density (read before any update)
+            group_kept.append(None if group_log_alpha is None
+                              else prob_nonzero(group_log_alpha.detach(), self.hc))
             log_alpha = self.tensor(site, "log_alpha")
             if i in self._row_gates:  # the seeds gated_weight would draw, drawn in its place
                 self._row_gates[i][0].pending = (draw_seeds(log_alpha.device), group_gate)
-                element_l0 = expected_l0(log_alpha, self.hc, fused)
+                element_l0.append(None)  # the hook's pass computes it
             else:
-                weight, element_l0 = gated_weight(self.tensor(site, "base"),
-                                                  self.tensor(site, "diff"), log_alpha,
-                                                  group_gate, self.hc, fused)
+                weight, l0 = gated_weight(self.tensor(site, "base"), self.tensor(site, "diff"),
+                                          log_alpha, group_gate, self.hc, fused)
                 self._point_owners(site, weight)
+                element_l0.append(l0)
+        self._element_l0, self._group_kept = element_l0, group_kept
+
+    def _record_row_l0(self, index: int, element_l0: torch.Tensor) -> None:
+        """A row-gated table's L0 from its hook: the first look-up of a forward counts."""
+        if self._element_l0 is not None and self._element_l0[index] is None:
+            self._element_l0[index] = element_l0
+
+    def _l0_totals(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(E[L0] in the penalty's form, expected nonzeros) of the last forward's gates, summed
+        over the tensors in order (as the whole-table pass sums them). A row-gated table that
+        forward did not look up gets its L0 in closed form here."""
+        total = kept = None
+        for i, site in enumerate(self.sites):
+            element_l0 = self._element_l0[i]
+            if element_l0 is None:
+                element_l0 = expected_l0(self.tensor(site, "log_alpha"), self.hc,
+                                         self.diffprune_config.fused)
             l0 = self._tensor_l0(site, element_l0)
             total = l0 if total is None else total + l0
-            # The expected density's numerator, from the sums this pass computed anyway.
+            # The expected density's numerator, from the sums the pass computed anyway.
             count = element_l0.detach()
-            if group_log_alpha is not None:
-                count = count * prob_nonzero(group_log_alpha.detach(), self.hc)
+            if self._group_kept[i] is not None:
+                count = count * self._group_kept[i]
             kept = count if kept is None else kept + count
-        self._last_l0 = total
-        self._last_kept = kept
+        return total, kept
 
     # ----------------------------------------------------------------- the L0 term
     def penalty(self) -> torch.Tensor:
         """lambda * E[L0] of the gates drawn by the last forward (in its autograd graph)."""
         if self.stage != "gated":
             return torch.zeros((), device=self.tensor(self.sites[0], "base").device)
-        if self._last_l0 is None:
+        if self._element_l0 is None:
             raise RuntimeError("penalty() needs a forward pass first; it reuses that pass's gates")
-        return self.diffprune_config.l0_lambda * self._last_l0
+        return self.diffprune_config.l0_lambda * self._l0_totals()[0]
 
     @torch.no_grad()
     def drift_gates(self, amount: float) -> None:
@@ -227,9 +254,9 @@ class DiffPruneModel(nn.Module):
 
     def last_density(self) -> float:
         """Expected density of the gates the last forward used (no extra pass over the gates)."""
-        if self._last_kept is None:
+        if self._element_l0 is None:
             raise RuntimeError("last_density() needs a forward pass in stage 1 first")
-        return float(self._last_kept) / self.num_gated
+        return float(self._l0_totals()[1]) / self.num_gated
 
     @torch.no_grad()
     def expected_l0(self) -> float:
@@ -380,7 +407,7 @@ class DiffPruneModel(nn.Module):
             self.set_sparse(site, idx, values)
         self._remove_row_gates()
         self.stage = "masked"
-        self._last_l0 = self._last_kept = None
+        self._element_l0 = None
         return k
 
     def _remove_row_gates(self) -> None:
@@ -420,7 +447,7 @@ class DiffPruneModel(nn.Module):
             self.set_sparse(site, indices, values)
         self._remove_row_gates()
         self.stage = "masked"
-        self._last_l0 = self._last_kept = None
+        self._element_l0 = None
         self.load_state_dict(state, strict=False)
 
     # ----------------------------------------------------------------- merge
