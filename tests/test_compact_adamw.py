@@ -144,3 +144,5 @@ def test_bad_settings_are_refused():
         CompactAdamW([torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))])
     with pytest.raises(ValueError, match="moment_dtype"):
         CompactAdamW([torch.nn.Parameter(torch.zeros(2))], moment_dtype=torch.float16)
+    with pytest.raises(ValueError, match="contiguous"):
+        CompactAdamW([torch.nn.Parameter(torch.zeros(3, 4).t())])

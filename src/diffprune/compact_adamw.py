@@ -102,6 +102,8 @@ class CompactAdamW(torch.optim.Optimizer):
             for p in group["params"]:
                 if p.dtype != torch.float32:
                     raise ValueError(f"CompactAdamW trains float32 parameters, got {p.dtype}")
+                if not p.is_contiguous():  # the kernel steps a flat view in place
+                    raise ValueError("CompactAdamW trains contiguous parameters")
 
     @torch.no_grad()
     def step(self, closure=None):

@@ -108,9 +108,9 @@ class DiffPruneConfig:
     log_alpha_max_grad_norm: float = _field(
         1.0, "L0 stage: gradient-norm clip of log-alpha; 0 = none.", low=0)
     moment_dtype: MomentDtype = _field(
-        "bfloat16", "L0 stage: how AdamW stores its moments of w and log-alpha: 'bfloat16' "
-        "halves the optimizer state (the step runs in float32; v is rounded stochastically, "
-        "compact_adamw.py); 'float32' is torch's AdamW, as in the paper.")
+        "bfloat16", "L0 stage: how AdamW stores its moments (of w, log-alpha and the head): "
+        "'bfloat16' halves the optimizer state (the step runs in float32; v is rounded "
+        "stochastically, compact_adamw.py); 'float32' is torch's AdamW, as in the paper.")
     adam_eps: float = _field(
         1e-8, "AdamW epsilon (it interacts with the tiny penalty gradient).", low=0, open_low=True)
     weight_decay: float = _field(

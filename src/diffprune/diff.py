@@ -11,7 +11,8 @@ eagerly otherwise; both compute the same noise from the same seeds, so both give
 Because u is a function of the entry's index, an embedding table can draw the gates of just the
 rows a batch looks up (``gated_rows``) and get exactly the gates the whole-table pass would give
 those rows; the rows it does not look up have no effect on the loss, and their only gradient,
-the penalty's, comes from ``expected_l0`` without any noise.
+the penalty's, comes from the same call, which also returns the whole table's expected L0
+(noise-free, so nothing of the other rows is drawn).
 """
 
 from __future__ import annotations

@@ -256,7 +256,8 @@ class DiffPruneModel(nn.Module):
         """Expected density of the gates the last forward used (no extra pass over the gates)."""
         if self._element_l0 is None:
             raise RuntimeError("last_density() needs a forward pass in stage 1 first")
-        return float(self._l0_totals()[1]) / self.num_gated
+        with torch.no_grad():  # a number, not a graph
+            return float(self._l0_totals()[1]) / self.num_gated
 
     @torch.no_grad()
     def expected_l0(self) -> float:
