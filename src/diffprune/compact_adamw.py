@@ -115,6 +115,7 @@ class CompactAdamW(torch.optim.Optimizer):
         slot = 0
         for group in self.param_groups:
             b1, b2 = group["betas"]
+            hypers: dict[int, torch.Tensor] = {}  # by step count: one per group, normally
             for p in group["params"]:
                 slot += 1
                 if p.grad is None:
@@ -128,10 +129,13 @@ class CompactAdamW(torch.optim.Optimizer):
                     state["exp_avg_sq"] = torch.zeros_like(p, dtype=self.moment_dtype)
                 state["step"] = state["step"] + 1  # a new tensor: a loaded one may be shared
                 t = int(state["step"])
-                lr = group["lr"]
-                hyper = torch.tensor([1.0 - lr * group["weight_decay"], b1, 1.0 - b1, b2,
-                                      1.0 - b2, lr / (1.0 - b1 ** t), math.sqrt(1.0 - b2 ** t),
-                                      group["eps"]], dtype=torch.float32, device=p.device)
+                if t not in hypers:
+                    lr = group["lr"]
+                    hypers[t] = torch.tensor(
+                        [1.0 - lr * group["weight_decay"], b1, 1.0 - b1, b2, 1.0 - b2,
+                         lr / (1.0 - b1 ** t), math.sqrt(1.0 - b2 ** t), group["eps"]],
+                        dtype=torch.float32, device=p.device)
+                hyper = hypers[t]
                 seed = torch.tensor(_seed(t, slot), dtype=torch.int64, device=p.device)
                 _KERNELS.run("step", self.fused, p.view(-1), p.grad.reshape(-1),
                              state["exp_avg"].view(-1), state["exp_avg_sq"].view(-1), hyper,

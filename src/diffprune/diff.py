@@ -187,6 +187,7 @@ class GatedRows(torch.autograd.Function):
                                  log_alpha[rows].reshape(-1), seeds, group_gate, *consts, index)
         l0 = _KERNELS.run("l0", fused, log_alpha.reshape(-1), hc.l0_shift)
         ctx.consts, ctx.fused, ctx.padding_idx = consts, fused, padding_idx
+        ctx.shift = hc.l0_shift
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(rows, seeds, w, log_alpha, group_gate)
         return weight.view(rows.numel(), theta.shape[1]), l0
@@ -194,12 +195,10 @@ class GatedRows(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_rows, grad_l0):
         rows, seeds, w, log_alpha, group_gate = ctx.saved_tensors
-        none = (None,) * 9
         if grad_rows is None and grad_l0 is None:
-            return none
-        shift = ctx.consts[3]
+            return (None,) * 9
         full_alpha = (torch.zeros_like(log_alpha) if grad_l0 is None else _KERNELS.run(
-            "l0_backward", ctx.fused, grad_l0, log_alpha.reshape(-1), shift).view(w.shape))
+            "l0_backward", ctx.fused, grad_l0, log_alpha.reshape(-1), ctx.shift).view(w.shape))
         if grad_rows is None:  # the penalty's gradient alone
             return (None, None, full_alpha, None, None, None, None, None, None)
         if ctx.padding_idx is not None:  # nn.Embedding never trains its padding row

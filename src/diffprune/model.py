@@ -217,24 +217,12 @@ class DiffPruneModel(nn.Module):
         if self._element_l0 is not None and self._element_l0[index] is None:
             self._element_l0[index] = element_l0
 
-    def _l0_totals(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(E[L0] in the penalty's form, expected nonzeros) of the last forward's gates, summed
-        over the tensors in order (as the whole-table pass sums them). A row-gated table that
-        forward did not look up gets its L0 in closed form here."""
-        total = kept = None
-        for i, site in enumerate(self.sites):
-            element_l0 = self._element_l0[i]
-            if element_l0 is None:
-                element_l0 = expected_l0(self.tensor(site, "log_alpha"), self.hc,
-                                         self.diffprune_config.fused)
-            l0 = self._tensor_l0(site, element_l0)
-            total = l0 if total is None else total + l0
-            # The expected density's numerator, from the sums the pass computed anyway.
-            count = element_l0.detach()
-            if self._group_kept[i] is not None:
-                count = count * self._group_kept[i]
-            kept = count if kept is None else kept + count
-        return total, kept
+    def _last_element_l0(self) -> list[torch.Tensor]:
+        """sum_i P(z_i > 0) per gated tensor from the last forward; a row-gated table that
+        forward did not look up gets its sum in closed form here."""
+        return [l0 if l0 is not None else expected_l0(self.tensor(site, "log_alpha"), self.hc,
+                                                      self.diffprune_config.fused)
+                for site, l0 in zip(self.sites, self._element_l0)]
 
     # ----------------------------------------------------------------- the L0 term
     def penalty(self) -> torch.Tensor:
@@ -243,7 +231,11 @@ class DiffPruneModel(nn.Module):
             return torch.zeros((), device=self.tensor(self.sites[0], "base").device)
         if self._element_l0 is None:
             raise RuntimeError("penalty() needs a forward pass first; it reuses that pass's gates")
-        return self.diffprune_config.l0_lambda * self._l0_totals()[0]
+        total = None
+        for site, element_l0 in zip(self.sites, self._last_element_l0()):
+            l0 = self._tensor_l0(site, element_l0)
+            total = l0 if total is None else total + l0  # in tensor order, as always summed
+        return self.diffprune_config.l0_lambda * total
 
     @torch.no_grad()
     def drift_gates(self, amount: float) -> None:
@@ -256,8 +248,12 @@ class DiffPruneModel(nn.Module):
         """Expected density of the gates the last forward used (no extra pass over the gates)."""
         if self._element_l0 is None:
             raise RuntimeError("last_density() needs a forward pass in stage 1 first")
+        kept = None
         with torch.no_grad():  # a number, not a graph
-            return float(self._l0_totals()[1]) / self.num_gated
+            for element_l0, p_group in zip(self._last_element_l0(), self._group_kept):
+                count = element_l0 if p_group is None else element_l0 * p_group
+                kept = count if kept is None else kept + count  # float32, in tensor order
+        return float(kept) / self.num_gated
 
     @torch.no_grad()
     def expected_l0(self) -> float:
