@@ -69,11 +69,15 @@ class Protocol:
     # Passes over the data per method. The pruned methods keep their first stage at 2 epochs
     # (L0 training, or non-adaptive's finetuning) and give the rest to fixed-mask finetuning.
     passes: int = 4
+    # Training batches grouped by length (the default of diffprune train since 2026-12-04);
+    # the experiments run before then say false, which is how they ran.
+    group_by_length: bool = True
 
     def flags(self) -> list[str]:
         flags = ["--batch-size", str(self.batch_size), "--max-seq-length",
                  str(self.max_seq_length), "--max-train-samples", str(self.max_train_samples),
-                 "--max-eval-samples", str(self.max_eval_samples)]
+                 "--max-eval-samples", str(self.max_eval_samples),
+                 "--group-by-length" if self.group_by_length else "--no-group-by-length"]
         return flags + (["--max-steps", "4"] if self.quick else [])
 
 

@@ -122,6 +122,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=3.0)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-seq-length", type=int, default=128)
+    parser.add_argument("--group-by-length", default=True,
+                        action=argparse.BooleanOptionalAction,
+                        help="batch by length, as diffprune train does by default")
     parser.add_argument("--max-train-samples", type=int, default=0)
     parser.add_argument("--max-eval-samples", type=int, default=0)
     parser.add_argument("--max-steps", type=int, default=0)
@@ -145,7 +148,7 @@ def main() -> None:
     length = sequence_limit(model, tokenizer, args.max_seq_length)
     generator = torch.Generator().manual_seed(args.seed)
     train = make_loader(tokenizer, data.train, args.batch_size, length, shuffle=True,
-                        generator=generator)
+                        generator=generator, group_by_length=args.group_by_length)
     dev = {s: make_loader(tokenizer, d, 64, length, shuffle=False) for s, d in data.dev.items()}
 
     def score(m):

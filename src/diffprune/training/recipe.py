@@ -108,7 +108,8 @@ class _Run:
         self.generator = torch.Generator().manual_seed(settings.seed)
         length = sequence_limit(self.base, self.tokenizer, settings.max_seq_length)
         train = make_loader(self.tokenizer, self.data.train, settings.batch_size, length,
-                            shuffle=True, generator=self.generator)
+                            shuffle=True, generator=self.generator,
+                            group_by_length=settings.group_by_length)
         self.dev_loaders = {s: make_loader(self.tokenizer, split, settings.eval_batch_size,
                                            length, shuffle=False)
                             for s, split in self.data.dev.items()}

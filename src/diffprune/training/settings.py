@@ -67,6 +67,10 @@ class TrainSettings:
     eval_batch_size: int = _field(DEFAULT_EVAL_BATCH_SIZE, "Evaluation batch size.", low=1)
     max_seq_length: int = _field(
         DEFAULT_MAX_SEQ_LENGTH, "Tokens per example (pairs are truncated longest-first).", low=8)
+    group_by_length: bool = _field(
+        True, "Batch training examples of similar length together (shuffled within windows of "
+        "50 batches, then batch order shuffled), so that batches carry little padding; "
+        "--no-group-by-length batches at random (the paper's setting).")
     max_steps: int = _field(
         0, "Stop each stage after this many optimizer steps (0 = no limit).", low=0)
     max_train_samples: int = _field(0, "Use only the first N training examples (0 = all).", low=0)
