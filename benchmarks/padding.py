@@ -60,8 +60,9 @@ def main() -> None:
     table = "\n".join(
         ["| task | examples | mean tokens | at the limit | padded/real, random | grouped | "
          "grouped/random |", "|---|---|---|---|---|---|---|"]
-        + [f"| {r['task']} | {r['examples']:,} | {r['mean_tokens']:.1f} | {100 * r['at_limit']:.1f}% "
-           f"| {r['random']:.2f} | {r['grouped']:.2f} | {r['grouped'] / r['random']:.2f}x |"
+        + [f"| {r['task']} | {r['examples']:,} | {r['mean_tokens']:.1f} "
+           f"| {100 * r['at_limit']:.1f}% | {r['random']:.2f} "
+           f"| {r['grouped']:.2f} | {r['grouped'] / r['random']:.2f}x |"
            for r in rows])
     report = {**run_info(), "settings": {**vars(args), "data_dir": str(args.data_dir)},
               "rows": rows}
