@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from diffprune import DiffPruneConfig, get_diffprune_model
-from diffprune.compact_adamw import CompactAdamW, stochastic_bfloat16
+from diffprune.compact_adamw import CompactAdamW, _seed, stochastic_bfloat16
 from diffprune.optim import build_optimizer
 from diffprune.training.checkpoint import _optimizer_from_files, _optimizer_to_files
 
@@ -54,12 +54,12 @@ def test_bfloat16_moments_stay_on_the_float32_path(fused):
     start = [p.detach().clone() for p in a]
     _steps(a, b, ref, ours, 200)
     for pa, pb, p0 in zip(a, b, start):
-        state = ours.state[pb]
-        assert state["exp_avg"].dtype == state["exp_avg_sq"].dtype == torch.bfloat16
+        m, v = ours.moments(pb)
+        assert m.dtype == v.dtype == torch.bfloat16
         # the two paths differ by a small part of how far the float32 run moved
         assert (pa - pb).abs().max() < 0.05 * (pa - p0).abs().max()
         # v has shrunk ~e^-12 with the gradients; rounding to nearest would have frozen it
-        v_ref, v = ref.state[pa]["exp_avg_sq"], state["exp_avg_sq"].float()
+        v_ref, v = ref.state[pa]["exp_avg_sq"], v.float()
         assert float(v.mean()) == pytest.approx(float(v_ref.mean()), rel=0.03)
 
 
@@ -112,12 +112,16 @@ def test_state_through_checkpoint_files_resumes_bit_for_bit():
     a, b, ref, ours = _pair(torch.bfloat16, False)
     _steps(a, b, ref, ours, 5)
     tensors, info = _optimizer_to_files(ours)
+    # the files hold torch's names and bfloat16, whatever the layout in memory
+    assert {k: v.dtype for k, v in tensors.items() if not k.endswith("step")} == {
+        f"{i}.{k}": torch.bfloat16 for i in (0, 1) for k in ("exp_avg", "exp_avg_sq")}
     copies = [torch.nn.Parameter(p.detach().clone()) for p in b]
     resumed = CompactAdamW([{"params": [copies[0]]}, {"params": [copies[1]]}],
                            moment_dtype=torch.bfloat16, fused=False)
     resumed.load_state_dict(_optimizer_from_files(tensors, info))
-    for p in copies:
-        assert resumed.state[p]["exp_avg"].dtype == torch.bfloat16
+    for p, q in zip(b, copies):
+        for mine, theirs in zip(ours.moments(p), resumed.moments(q)):
+            assert mine.dtype == torch.bfloat16 and torch.equal(mine, theirs)
     for _ in range(3):
         for p, q in zip(b, copies):
             g = torch.randn_like(p)
@@ -146,3 +150,37 @@ def test_bad_settings_are_refused():
         CompactAdamW([torch.nn.Parameter(torch.zeros(2))], moment_dtype=torch.float16)
     with pytest.raises(ValueError, match="contiguous"):
         CompactAdamW([torch.nn.Parameter(torch.zeros(3, 4).t())])
+
+
+def _reference_bfloat16_step(p, g, m, v, lr, wd, b1, b2, eps, t, seed):
+    """The bfloat16-moment step written plainly: float32 math, m stored rounded to nearest,
+    v stochastically (``stochastic_bfloat16``)."""
+    m_new = m.float() * b1 + g * (1 - b1)
+    v_new = v.float() * b2 + g * g * (1 - b2)
+    step_size = torch.tensor(lr / (1 - b1 ** t), dtype=torch.float32)
+    bc2 = torch.tensor(math.sqrt(1 - b2 ** t), dtype=torch.float32)
+    p.copy_(p * torch.tensor(1 - lr * wd, dtype=torch.float32)
+            - step_size * m_new / (v_new.sqrt() / bc2 + eps))
+    return m_new.to(torch.bfloat16), stochastic_bfloat16(v_new, torch.tensor(seed & 0xFFFFFFFF))
+
+
+@settings(max_examples=12, deadline=None)
+@given(n=st.integers(1, 3000), steps=st.integers(1, 4), scale=st.sampled_from([1e-6, 1e-2, 10.0]),
+       fused=st.booleans())
+def test_packed_moments_step_as_the_plain_bfloat16_math(n, steps, scale, fused):
+    """Both moments packed in one int32 word give, bit for bit, the plain bfloat16 step."""
+    torch.manual_seed(n)
+    p = torch.nn.Parameter(torch.randn(n))
+    ref_p = p.detach().clone()
+    m, v = torch.zeros(n, dtype=torch.bfloat16), torch.zeros(n, dtype=torch.bfloat16)
+    opt = CompactAdamW([p], lr=1e-3, weight_decay=0.01, fused=fused)
+    for t in range(1, steps + 1):
+        g = torch.randn(n) * scale
+        p.grad = g.clone()
+        opt.step()
+        m, v = _reference_bfloat16_step(ref_p, g, m, v, 1e-3, 0.01, 0.9, 0.999, 1e-8, t,
+                                        _seed(t, 1))
+        mine_m, mine_v = opt.moments(p)
+        assert torch.equal(mine_m.view(torch.int16), m.view(torch.int16))
+        assert torch.equal(mine_v.view(torch.int16), v.view(torch.int16))
+        assert torch.allclose(p.detach(), ref_p, rtol=0, atol=1e-6 * float(ref_p.abs().max()))

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from diffprune.diff import (
     counter_uniform,
+    entry_uniform,
     draw_seeds,
     expected_l0,
     gated_rows,
@@ -108,6 +111,33 @@ def test_the_noise_is_a_function_of_the_seeds_alone():
     assert torch.equal(a, b) and a.min() >= 1e-4 and a.max() <= 1 - 1e-4
     assert torch.equal(counter_uniform(seeds, 10, 1e-4), a[:10])  # entry i is entry i
     assert not torch.equal(counter_uniform(torch.tensor([12346, 2**32 - 1]), 1000, 1e-4), a)
+
+
+def _lowbias32(x: int) -> int:
+    """The hash on Python integers, unsigned 32-bit: what the tensor code must compute."""
+    m = 0xFFFFFFFF
+    x ^= x >> 16
+    x = (x * 0x7FEB352D) & m
+    x ^= x >> 15
+    x = (x * 0x846CA68B) & m
+    return x ^ (x >> 16)
+
+
+_compiled_uniform = torch.compile(entry_uniform, dynamic=True)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seeds=st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1)),
+       index=st.lists(st.integers(0, 2**31 - 1), min_size=1, max_size=40))
+def test_the_noise_is_the_unsigned_hash_of_position_and_seeds(seeds, index):
+    """u = (lowbias32(lowbias32(i ^ s0) ^ s1) >> 8 + 0.5) / 2**24 for every seed and position,
+    eager and compiled (the int32 arithmetic wraps as unsigned would)."""
+    expected = torch.tensor(
+        [((_lowbias32(_lowbias32(i ^ seeds[0]) ^ seeds[1]) >> 8) + 0.5) / 2**24 for i in index],
+        dtype=torch.float32)
+    s, i = torch.tensor(seeds, dtype=torch.int64), torch.tensor(index, dtype=torch.int64)
+    assert torch.equal(entry_uniform(s, i, 0.0), expected)
+    assert torch.equal(_compiled_uniform(s, i, 0.0), expected)
 
 
 @pytest.mark.parametrize("fused", [False, True])
