@@ -125,8 +125,9 @@ def timing_worker(args: argparse.Namespace) -> dict:
 
 def run_worker(args: argparse.Namespace, *extra: str) -> dict:
     cmd = [sys.executable, __file__, "--batch", str(args.batch), "--seq-len", str(args.seq_len),
-           "--methods", args.methods, *extra] + (["--model", args.model] if args.model else []) + (
-           ["--eager"] if args.eager else [])
+           "--methods", args.methods, *extra] + (["--model", args.model] if args.model else [])
+    cmd += (["--eager"] if args.eager else []) + (
+        ["--malloc-default"] if args.malloc_default else [])
     out = subprocess.run(cmd, check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -165,11 +166,18 @@ def main() -> None:
     parser.add_argument("--methods", default=None, help="comma-separated; 'full' is the baseline")
     parser.add_argument("--model", default=None, help="base model path (default: bundled MiniLM)")
     parser.add_argument("--eager", action="store_true", help="gate kernels without torch.compile")
+    parser.add_argument("--malloc-default", action="store_true",
+                        help="leave glibc's malloc as it is (diffprune train keeps freed memory "
+                             "for reuse: diffprune/training/allocator.py)")
     parser.add_argument("--worker", choices=METHODS + tuple(VARIANTS), help=argparse.SUPPRESS)
     parser.add_argument("--timing-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.methods = args.methods or ("full,diff-structured" if args.quick else ",".join(METHODS))
     if args.worker or args.timing_worker:
+        if not args.malloc_default:  # as diffprune train runs, for every method alike
+            from diffprune.training.allocator import keep_freed_memory
+
+            keep_freed_memory()
         print(json.dumps(memory_worker(args) if args.worker else timing_worker(args)))
         return
     methods = args.methods.split(",")
@@ -190,7 +198,8 @@ def main() -> None:
     report = {
         **run_info(),
         "settings": {"batch": args.batch, "seq_len": args.seq_len, "timed_steps": steps,
-                     "warmup": warmup, "eager": args.eager},
+                     "warmup": warmup, "eager": args.eager,
+                     "malloc_default": args.malloc_default},
         "methods": rows, **result, "memory_runs": memory, "timing_run": timing,
     }
     # One results file per batch size: the default batch keeps the historical name.

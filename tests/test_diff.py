@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 
 from diffprune.diff import (
     counter_uniform,
-    entry_uniform,
     draw_seeds,
+    entry_uniform,
     expected_l0,
     gated_rows,
     gated_weight,

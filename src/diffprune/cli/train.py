@@ -61,7 +61,10 @@ def settings_from_args(args: argparse.Namespace) -> tuple[DiffPruneConfig, Train
 
 
 def run(args: argparse.Namespace) -> int:
+    from diffprune.training.allocator import keep_freed_memory
     from diffprune.training.recipe import settings_for_resume, train_task
+
+    keep_freed_memory()  # before any tensor: large per-step tensors then reuse freed memory
 
     if getattr(args, "resume", None):
         config, settings = settings_for_resume(args.resume)
