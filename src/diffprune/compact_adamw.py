@@ -150,7 +150,7 @@ class CompactAdamW(torch.optim.Optimizer):
                     raise ValueError(f"CompactAdamW trains float32 parameters, got {p.dtype}")
                 if not p.is_contiguous():  # the kernel steps a flat view in place
                     raise ValueError("CompactAdamW trains contiguous parameters")
-                if p.numel() >= _MAX_ENTRIES:
+                if moment_dtype == torch.bfloat16 and p.numel() >= _MAX_ENTRIES:
                     raise ValueError(f"CompactAdamW steps tensors of fewer than 2**31 entries, "
                                      f"got {p.numel():,}; use moment_dtype float32")
 
