@@ -105,3 +105,17 @@ def test_loaders_keep_each_example_with_its_label():
         expected = [(1 + (7 * i) % 23, i % 3) for i in range(90)]
         assert sorted(seen) == sorted(expected)
         assert len(loader) == 12
+
+
+def test_iterating_a_training_loader_draws_nothing_from_the_global_generator():
+    """Resume restores the global RNG mid-epoch: a loader that drew its base seed from it at
+    iteration start would shift every later draw of the resumed run."""
+    texts = [("w " * (1 + i % 9),) for i in range(40)]
+    split = Split(texts=texts, labels=[i % 2 for i in range(40)])
+    for grouped in (True, False):
+        loader = make_loader(_WordTokenizer(), split, 8, 64, shuffle=True,
+                             generator=torch.Generator().manual_seed(0), group_by_length=grouped)
+        torch.manual_seed(5)
+        before = torch.get_rng_state()
+        list(loader)
+        assert torch.equal(before, torch.get_rng_state())
