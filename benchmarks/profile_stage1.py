@@ -15,7 +15,7 @@ import argparse
 import json
 
 from _report import RESULTS, run_info
-from train_cost import make_step
+from train_cost import add_malloc_flag, make_step, run_as_diffprune_train
 
 # Operator name fragments -> the part of a step they belong to (first match wins).
 PARTS = [
@@ -75,13 +75,9 @@ def main() -> None:
     parser.add_argument("--methods", default="full,diff-structured")
     parser.add_argument("--model", default=None)
     parser.add_argument("--eager", action="store_true")
-    parser.add_argument("--malloc-default", action="store_true",
-                        help="leave glibc's malloc as it is (diffprune train keeps freed memory)")
+    add_malloc_flag(parser)
     args = parser.parse_args()
-    if not args.malloc_default:  # as diffprune train runs
-        from diffprune.training.allocator import keep_freed_memory
-
-        keep_freed_memory()
+    run_as_diffprune_train(args)
     rows = [profile(m, args) for m in args.methods.split(",")]
     report = {**run_info(), "settings": vars(args), "methods": rows}
     (RESULTS / "profile_stage1.json").write_text(json.dumps(report, indent=2) + "\n")

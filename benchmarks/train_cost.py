@@ -123,6 +123,20 @@ def timing_worker(args: argparse.Namespace) -> dict:
     return {"step_times_s": times, "threads": torch.get_num_threads()}
 
 
+def add_malloc_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--malloc-default", action="store_true",
+                        help="leave glibc's malloc as it is (diffprune train keeps freed memory "
+                             "for reuse: diffprune/training/allocator.py)")
+
+
+def run_as_diffprune_train(args: argparse.Namespace) -> None:
+    """Keep freed memory, as diffprune train does, unless --malloc-default."""
+    if not args.malloc_default:
+        from diffprune.training.allocator import keep_freed_memory
+
+        keep_freed_memory()
+
+
 def run_worker(args: argparse.Namespace, *extra: str) -> dict:
     cmd = [sys.executable, __file__, "--batch", str(args.batch), "--seq-len", str(args.seq_len),
            "--methods", args.methods, *extra] + (["--model", args.model] if args.model else [])
@@ -166,18 +180,13 @@ def main() -> None:
     parser.add_argument("--methods", default=None, help="comma-separated; 'full' is the baseline")
     parser.add_argument("--model", default=None, help="base model path (default: bundled MiniLM)")
     parser.add_argument("--eager", action="store_true", help="gate kernels without torch.compile")
-    parser.add_argument("--malloc-default", action="store_true",
-                        help="leave glibc's malloc as it is (diffprune train keeps freed memory "
-                             "for reuse: diffprune/training/allocator.py)")
+    add_malloc_flag(parser)
     parser.add_argument("--worker", choices=METHODS + tuple(VARIANTS), help=argparse.SUPPRESS)
     parser.add_argument("--timing-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.methods = args.methods or ("full,diff-structured" if args.quick else ",".join(METHODS))
     if args.worker or args.timing_worker:
-        if not args.malloc_default:  # as diffprune train runs, for every method alike
-            from diffprune.training.allocator import keep_freed_memory
-
-            keep_freed_memory()
+        run_as_diffprune_train(args)  # every method alike
         print(json.dumps(memory_worker(args) if args.worker else timing_worker(args)))
         return
     methods = args.methods.split(",")
