@@ -321,11 +321,12 @@ def plan(kind: str, args: argparse.Namespace, results: Path) -> tuple[list[Run],
     out, rates = results / spec["results"], chosen_rates(results / "glue-sweep")
     if kind == "sweep":
         return sweep_runs(methods, tasks[0], out), protocol
-    if kind == "density":
+    if "densities" in spec:  # a density sweep; its Table 1 budget is its matrix's own run
         pruned = [m for m in methods if METHODS[m]["runner"] == "train" and
                   METHODS[m].get("variant_of", m) != "full"]
-        return density_runs(pruned, tasks, seeds, spec["densities"], rates, out,
-                            results / "glue", DiffPruneConfig().density), protocol
+        matrix = results / spec.get("matrix", "glue")
+        return density_runs(pruned, tasks, seeds, spec["densities"], rates, out, matrix,
+                            DiffPruneConfig().density), protocol
     runs = matrix_runs(methods, tasks, seeds, spec.get("seeded_tasks", tasks), rates, out)
     if spec.get("order") == "priority":
         runs = by_priority(runs, tasks)
