@@ -460,14 +460,14 @@ def readme_results(summary: dict) -> str:
     return "\n".join(lines) + ("\n\n" + verdict_lines(headline) if headline else "")
 
 
-def write_readme_results(readme: Path, summary: dict) -> None:
+def write_readme_results(readme: Path, block: str) -> None:
     """Rewrite the README's block between the results markers (nothing else in the file)."""
     text = readme.read_text(encoding="utf-8")
     if README_START not in text or README_END not in text:
         return
     head, rest = text.split(README_START, 1)
     _, tail = rest.split(README_END, 1)
-    readme.write_text(f"{head}{README_START}\n{readme_results(summary)}\n{README_END}{tail}",
+    readme.write_text(f"{head}{README_START}\n{block}\n{README_END}{tail}",
                       encoding="utf-8")
 
 
@@ -520,8 +520,9 @@ def machine_line(runs: list[dict]) -> str:
 
 
 def render(results: Path, rates: dict, data_dir: Path, figures: Path | None = None) -> dict:
-    """{'benchmarks': BENCHMARKS.md's text, 'readme': the README block, 'summary': Table 1's
-    summary}; the figures are drawn into ``figures`` when it is given."""
+    """{'benchmarks': BENCHMARKS.md's text, 'readme': the README block (the grouped-batch
+    table's rows, once it has run), 'summary': Table 1's summary}; the figures are drawn into
+    ``figures`` when it is given."""
     from diffprune.config import DiffPruneConfig
 
     matrix = load_runs(results / "glue")
@@ -571,7 +572,9 @@ def render(results: Path, rates: dict, data_dir: Path, figures: Path | None = No
         fulldata=fulldata_section(*sides["fulldata"], data_dir),
         longer=longer_section(*sides["longer"], matrix),
         grouped=grouped_section(*sides["grouped"], grouped_density, data_dir))
-    return {"benchmarks": text, "readme": readme_results(summary), "summary": summary,
+    # The README shows what a user gets: the default's grouped batches, once that table has run.
+    default_summary = sides["grouped"][1] or summary
+    return {"benchmarks": text, "readme": readme_results(default_summary), "summary": summary,
             "table": table, "side_summaries": {name: summary for name, (runs_of, summary)
                                                in sides.items() if runs_of}}
 
@@ -588,7 +591,7 @@ def write_all(results: Path, rates: dict, data_dir: Path, write_markdown: bool =
     if write_markdown:
         root = results.parent.parent
         (root / "BENCHMARKS.md").write_text(out["benchmarks"], encoding="utf-8")
-        write_readme_results(root / "README.md", out["summary"])
+        write_readme_results(root / "README.md", out["readme"])
     return out["table"]
 
 
