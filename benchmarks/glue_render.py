@@ -629,11 +629,11 @@ for the peers (as PEFT and AdapterHub save them); the whole model for full finet
 
 `diffprune train` groups its training batches by length by default: each batch holds examples
 of similar length, so it pads less ([padding.md](benchmarks/results/padding.md)) and a run
-trains faster. Table 1 above ran with random batches, the paper's
-setting; here the same protocol, rates, tasks and seeds with grouped batches, for every method
-alike (`python benchmarks/glue_matrix.py grouped_matrix`, then `grouped_density`). A change of
-batch order is another draw of each run's randomness, and on these small sets a single run moves
-by several points from one draw to the next.
+trains faster. Table 1 above ran with random batches, the paper's setting; here are the same
+protocol, rates, tasks and seeds with grouped batches, for every method alike
+(`python benchmarks/glue_matrix.py grouped_matrix`, then `grouped_density`). A change of batch
+order is another draw of each run's randomness, and on these small sets a single run moves by
+several points from one draw to the next.
 
 {grouped}
 
