@@ -623,6 +623,9 @@ for the peers (as PEFT and AdapterHub save them); the whole model for full finet
 
 ## The goals
 
+Table 1's, with random batches; the same goals with the default's grouped batches follow in the
+next section.
+
 {verdicts}
 
 ## Table 1 with length-grouped batches (the default)
