@@ -15,6 +15,7 @@ from diffprune.density_control import (
     MAX_PACE_MULTIPLE,
     DensityController,
     DensitySchedule,
+    end_target,
     gate_learning_rate,
     logit,
     schedule_for,
@@ -35,6 +36,34 @@ def test_schedule_runs_from_start_to_final_then_holds(start, final, warmup, step
     values = [schedule(s) for s in sorted(steps)]
     assert all(a >= b - 1e-15 for a, b in zip(values, values[1:]))  # never rises
     assert all(final * (1 - 1e-9) <= v <= start * (1 + 1e-9) for v in values)
+
+
+@given(start=densities, final=densities, end=densities, warmup=st.integers(1, 300),
+       settle=st.integers(1, 300), steps=st.lists(st.integers(0, 1000), min_size=2, max_size=20))
+def test_settle_phase_continues_from_final_to_end_then_holds(start, final, end, warmup, settle,
+                                                            steps):
+    final = min(final, start)
+    end = min(end, final)
+    schedule = DensitySchedule(start, final, warmup, end=end, end_steps=warmup + settle)
+    assert schedule(warmup) == pytest.approx(final, rel=1e-9)  # the warm-up is unchanged
+    assert schedule(warmup + settle) == pytest.approx(end, rel=1e-9)
+    assert schedule(warmup + settle + 9) == schedule(warmup + settle)
+    values = [schedule(s) for s in sorted(steps)]
+    assert all(a >= b - 1e-15 for a, b in zip(values, values[1:]))  # never rises
+    assert all(end * (1 - 1e-9) <= v <= start * (1 + 1e-9) for v in values)
+
+
+def test_settle_phase_from_the_config():
+    held = DiffPruneConfig(density=0.005)
+    settled = DiffPruneConfig(density=0.005, target_end_multiple=1.0)
+    assert end_target(held) == pytest.approx(0.01) and end_target(settled) == pytest.approx(0.005)
+    a, b = schedule_for(held, 100, 0.99), schedule_for(settled, 100, 0.99)
+    assert [a(s) for s in range(71)] == [b(s) for s in range(71)]  # same warm-up, same pace
+    assert a.pace == b.pace
+    assert a(100) == pytest.approx(0.01) and b(100) == pytest.approx(0.005)
+    assert logit(b(85)) == pytest.approx((logit(0.01) + logit(0.005)) / 2)
+    with pytest.raises(ValueError, match="target_end_multiple"):
+        DiffPruneConfig(target_multiple=2.0, target_end_multiple=3.0)
 
 
 def test_schedule_is_linear_in_logits():
@@ -119,6 +148,7 @@ def test_gate_rate_follows_the_step_count():
 
 @pytest.mark.parametrize("bad", [{"density_control": "lagrange"}, {"target_multiple": 0.5},
                                  {"target_warmup": 0.0}, {"target_warmup": 1.5},
+                                 {"target_end_multiple": 0.5},
                                  {"target_start": 0.8}, {"multiplier_lr": -1.0},
                                  {"multiplier_gain": math.inf},
                                  {"gate_speed_headroom": math.nan}])

@@ -51,6 +51,11 @@ class DiffPruneConfig:
     target_warmup: float = _field(
         0.7, "Fraction of stage 1 by which the target reaches its final value (then held).",
         low=0, high=1, open_low=True)
+    target_end_multiple: float | None = _field(
+        None, "Stage 1's target at its last step, as a multiple of the projection's density: "
+        "after target_warmup the target keeps falling, logit-linearly, from target_multiple "
+        "to this (the settle phase), so that the diff the projection cuts is already small. "
+        "None = hold target_multiple.", low=1, optional=True)
     multiplier_gain: float = _field(
         0.2, "Density control's proportional action: logits of drift per step per logit of "
         "density error.", low=0)
@@ -133,6 +138,10 @@ class DiffPruneConfig:
                 "the stretch interval must satisfy l < 0 < 1 < r so that gates can be exactly 0 "
                 f"or 1; got l={self.stretch_left}, r={self.stretch_right}"
             )
+        if (self.target_end_multiple is not None
+                and self.target_end_multiple > self.target_multiple):
+            raise ValueError("target_end_multiple must not exceed target_multiple, got "
+                             f"{self.target_end_multiple} and {self.target_multiple}")
         if not self.target_start < self.target_warmup:
             raise ValueError("target_start must be below target_warmup, got "
                              f"{self.target_start} and {self.target_warmup}")

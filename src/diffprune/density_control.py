@@ -20,7 +20,8 @@ raised while the density is above the target and lowered while it is below, as C
   moves in. A gate stays open where the task pushes its log-alpha up faster than μ pulls it down.
 * **Everything is in logit units.** The target's logit falls linearly from the start density to
   the final target (reached at ``target_warmup`` of stage 1, after ``target_start`` at the start
-  density, then held), the controller's error is logit(ρ) − logit(t), and μ is the schedule's
+  density, then held, or, with ``target_end_multiple``, lowered on to that multiple of the budget
+  by the last step), the controller's error is logit(ρ) − logit(t), and μ is the schedule's
   own pace (feed-forward) plus a proportional and an integral correction. The feed-forward term
   means the controller need not discover the right scale first, so there is no wind-up and no
   overshoot from a lagging multiplier.
@@ -57,34 +58,55 @@ def sigmoid(x: float) -> float:
 @dataclass(frozen=True)
 class DensitySchedule:
     """t(step): ``start`` until ``hold_steps``, logit-linear down to ``final`` at
-    ``warmup_steps``, then held."""
+    ``warmup_steps``; then held, or, with ``end`` and ``end_steps``, logit-linear on down to
+    ``end`` at ``end_steps`` (the settle phase) and held there."""
 
     start: float
     final: float
     warmup_steps: int
     hold_steps: int = 0
+    end: float | None = None
+    end_steps: int = 0
 
     def __call__(self, step: int) -> float:
         span = max(1, self.warmup_steps - self.hold_steps)
         frac = min(1.0, max(0.0, (step - self.hold_steps) / span))
+        if self.end is not None and step > self.warmup_steps:
+            settle = max(1, self.end_steps - self.warmup_steps)
+            frac = min(1.0, (step - self.warmup_steps) / settle)
+            return sigmoid(logit(self.final) + (logit(self.end) - logit(self.final)) * frac)
         return sigmoid(logit(self.start) + (logit(self.final) - logit(self.start)) * frac)
 
     @property
     def pace(self) -> float:
-        """How far the target's logit falls per step while it falls."""
+        """How far the target's logit falls per step during the warm-up (the settle phase, if
+        any, falls more slowly)."""
         span = max(1, self.warmup_steps - self.hold_steps)
         return max(0.0, logit(self.start) - logit(self.final)) / span
 
 
 def final_target(config: DiffPruneConfig) -> float:
-    """The density stage 1 steers to: ``target_multiple`` times the projection's budget."""
+    """The density stage 1 steers to by the end of its warm-up: ``target_multiple`` times the
+    projection's budget."""
     return min(1.0, config.target_multiple * config.density)
+
+
+def end_target(config: DiffPruneConfig) -> float:
+    """The density stage 1 ends at: ``target_end_multiple`` times the budget where it is set,
+    else the warm-up's final target (held)."""
+    if config.target_end_multiple is None:
+        return final_target(config)
+    return min(final_target(config), config.target_end_multiple * config.density)
 
 
 def schedule_for(config: DiffPruneConfig, num_steps: int, start: float) -> DensitySchedule:
     warmup = max(1, round(config.target_warmup * num_steps))
     hold = min(warmup - 1, round(config.target_start * num_steps))
-    return DensitySchedule(start, min(start, final_target(config)), warmup, hold)
+    final = min(start, final_target(config))
+    if config.target_end_multiple is None or warmup >= num_steps:
+        return DensitySchedule(start, final, warmup, hold)
+    return DensitySchedule(start, final, warmup, hold, min(final, end_target(config)),
+                           num_steps)
 
 
 def gate_learning_rate(config: DiffPruneConfig, num_steps: int, start: float) -> float:

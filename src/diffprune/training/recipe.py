@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from diffprune.bank import TaskBank
 from diffprune.config import DiffPruneConfig
 from diffprune.data.tokenize import sequence_limit
-from diffprune.density_control import DensityController, final_target, gate_learning_rate
+from diffprune.density_control import DensityController, end_target, gate_learning_rate
 from diffprune.export import task_from_model
 from diffprune.loading import base_path, load_base
 from diffprune.model import DiffPruneModel
@@ -285,9 +285,9 @@ def _diff_model(run: _Run) -> DiffPruneModel:
         "steps": steps, "diff_lr": c.diff_lr, "head_lr": c.head_lr or c.diff_lr,
         "log_alpha_lr": c.log_alpha_lr, "group_log_alpha_lr": c.group_log_alpha_lr,
         "density_control": c.density_control, "l0_lambda": c.l0_lambda,
-        "target": final_target(c) if control is not None else None}}
+        "target": end_target(c) if control is not None else None}}
     if control is not None:
-        run.metrics.update(density_target=final_target(model.diffprune_config),
+        run.metrics.update(density_target=end_target(model.diffprune_config),
                            l0_final_drift=control.drift,
                            density_trace=control.trace)
         if acc.is_main_process:
