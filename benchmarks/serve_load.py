@@ -77,9 +77,12 @@ def rss_mb(pid: int) -> float:
 class Server:
     """A `diffprune serve` subprocess on a free loopback port."""
 
+    flags: list[str] = []  # --server-flag: extra flags for every server of the run
+
     def __init__(self, tasks: dict[str, Path]):
         self.port = free_port()
-        args = [sys.executable, "-m", "diffprune.cli.main", "serve", "--port", str(self.port)]
+        args = [sys.executable, "-m", "diffprune.cli.main", "serve", "--port", str(self.port),
+                *self.flags]
         for name, path in tasks.items():
             args += ["--task", f"{name}={path}"]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -199,7 +202,11 @@ def main() -> None:
     parser.add_argument("--segment", type=int, default=None,
                         help="requests per throughput segment (default 600; 150 with --quick)")
     parser.add_argument("--max-seconds", type=float, default=900)
+    parser.add_argument("--server-flag", action="append", default=[],
+                        help="a flag for diffprune serve, e.g. --server-flag=--no-batch-await-"
+                             "returns (repeat for more)")
     args = parser.parse_args()
+    Server.flags = args.server_flag
     n = args.requests or (400 if args.quick else 5000)
     args.rounds = args.rounds or (2 if args.quick else 4)
     args.segment = args.segment or (150 if args.quick else 600)
@@ -276,7 +283,8 @@ def main() -> None:
 
     report = {**run_info(), "settings": {"requests": n, "clients": args.clients,
                                          "rounds": args.rounds, "segment": args.segment,
-                                         "tasks_density": 0.005, "base": "bundled MiniLM"},
+                                         "tasks_density": 0.005, "base": "bundled MiniLM",
+                                         "server_flags": args.server_flag},
               "live_changes": many, "mixed_tasks": mixed, "one_task": one,
               "round_ratios": round_ratios,
               "rss_mb": {"one_task": round(rss_one, 1), "ten_tasks": round(rss_ten, 1)},

@@ -25,8 +25,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--port", type=bounded(int, 1, 65535), default=8000)
     add_dataclass_flags(parser, ServeLimits, "limits",
                         only=("max_batch", "max_seq_length", "batch_rows", "batch_wait_ms",
-                              "batch_window_ms", "max_body_bytes", "max_upload_bytes",
-                              "max_text_chars"))
+                              "batch_window_ms", "batch_await_returns", "max_body_bytes",
+                              "max_upload_bytes", "max_text_chars"))
     parser.add_argument("--allow-path-loading", action="store_true",
                         help="let POST /v1/tasks name a task file on this machine, inside "
                              "--task-root only (default: uploads only)")

@@ -152,7 +152,8 @@ def create_app(bank: TaskBank, tokenizer, limits: ServeLimits | None = None) -> 
     """The API over ``bank``; tasks already in the bank are served."""
     limits = limits or ServeLimits()
     batcher = MicroBatcher(bank, tokenizer, limits.batch_rows, limits.batch_wait_ms / 1000,
-                           limits.batch_window_ms / 1000)
+                           limits.batch_window_ms / 1000,
+                           await_returns=limits.batch_await_returns)
     length = sequence_limit(bank.model, tokenizer, limits.max_seq_length)
 
     @asynccontextmanager

@@ -25,6 +25,10 @@ class ServeLimits:
     batch_window_ms: float = setting(
         50.0, "The longest a batch waits for requests in all (ms): under load it fills up to "
         "this while requests keep coming.", low=0, high=10_000)
+    batch_await_returns: bool = setting(
+        True, "After a pass, wait (batch-wait-ms after each, batch-window-ms in all) for the "
+        "clients just answered to send their next requests before the next pass, so that the "
+        "HTTP work and the model do not contend for the same cores.")
     # POST /v1/tasks may name a file on the server's disk only inside this folder; None (the
     # default) takes uploads only.
     task_root: str | None = setting(None, "The folder path loading is limited to.")
