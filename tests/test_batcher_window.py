@@ -70,9 +70,10 @@ def test_a_gap_longer_than_max_wait_starts_a_new_batch_and_the_window_bounds_one
     assert time.monotonic() - began < 2
 
 
-def _answered_clients_come_back(batcher, task: str, after: float) -> None:
-    """Each answered request's client sends its next request (for ``task``) ``after`` seconds
-    later, as a closed-loop client does: the time to send the answer and parse the next one."""
+def _answered_clients_come_back(batcher, task: str, after: float):
+    """A future callback: the answered request's client sends its next request (for ``task``)
+    ``after`` seconds later, as a closed-loop client does (the time to send the answer and
+    parse the next request)."""
 
     def resubmit(_future):
         timer = threading.Timer(after, batcher.submit, (task, [{"input_ids": [1]}]))
