@@ -16,7 +16,7 @@ answered to send their next requests (``await_returns``; ``max_wait`` after each
 all, at most as many as it answered). On two cores the HTTP work of those answers and requests
 would otherwise run beside the next pass, and torch's threads, which meet after every
 operation, would wait for whichever of them it delayed: measured, mixed traffic over three
-tasks went from 0.88x to 0.94x of one task's throughput.
+tasks went from 0.88x to 0.93x of one task's throughput on average.
 
 How long the worker waits when nothing is waiting: after each request, ``max_wait`` more for
 the next one, and at most ``window`` in all. A lone request waits ``max_wait``; under load, the
