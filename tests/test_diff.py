@@ -32,7 +32,9 @@ def _reference(theta, w, log_alpha, group_log_alpha, hc, seed):
 
 @pytest.mark.parametrize("fused", [False, True])
 @pytest.mark.parametrize("grouped", [False, True])
-@pytest.mark.parametrize("hc", [HardConcrete(), HardConcrete(-0.1, 1.1, 2 / 3, 1e-4)])
+# The third: temperature 1 with l != -r, where the forward's P(z > 0) takes exp(shift) != 1.
+@pytest.mark.parametrize("hc", [HardConcrete(), HardConcrete(-0.1, 1.1, 2 / 3, 1e-4),
+                                HardConcrete(-0.1, 1.1, 1.0, 1e-4)])
 def test_gated_weight_matches_reference(fused, grouped, hc):
     theta = torch.randn(5, 7)
     make = lambda t: t.clone().requires_grad_(True)  # noqa: E731

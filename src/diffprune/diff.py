@@ -17,6 +17,8 @@ the penalty's, comes from the same call, which also returns the whole table's ex
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from diffprune.gates import HardConcrete
@@ -72,6 +74,11 @@ def _gate(log_alpha: torch.Tensor, u: torch.Tensor, left: float, right: float,
         s = 1.0 / (1.0 + (1.0 / u - 1.0) * torch.exp(-log_alpha))
     else:
         s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + log_alpha) / temperature)
+    return _stretch(s, left, right)
+
+
+def _stretch(s: torch.Tensor, left: float, right: float) -> torch.Tensor:
+    """The concrete sample s stretched to (left, right) and clamped to [0, 1]."""
     return (s * (right - left) + left).clamp(0.0, 1.0)
 
 
@@ -94,10 +101,19 @@ def _forward_math(theta: torch.Tensor, w: torch.Tensor, log_alpha: torch.Tensor,
                   index: torch.Tensor | None = None):
     """(weight, sum_i P(z_i > 0)) for the noise of ``seeds``; tensors are flat, theta's size.
     ``index``: the entries' flat positions in their tensor when they are not 0 .. n-1."""
-    z = _gate(log_alpha, _noise(seeds, log_alpha.numel(), eps, index), left, right, temperature)
+    u = _noise(seeds, log_alpha.numel(), eps, index)
+    if temperature == 1.0:
+        # One exp per entry serves both the gate and P(z > 0) = sigmoid(log_alpha - shift)
+        # = 1 / (1 + exp(-log_alpha) exp(shift)); compiled, the sum's loop would otherwise
+        # take the exp again (the forward kernel ran ~25% faster, the same bits at shift 0).
+        neg_exp = torch.exp(-log_alpha)
+        z = _stretch(1.0 / (1.0 + (1.0 / u - 1.0) * neg_exp), left, right)
+        l0 = (1.0 / (1.0 + neg_exp * math.exp(shift))).sum()
+    else:
+        z = _gate(log_alpha, u, left, right, temperature)
+        l0 = _l0_math(log_alpha, shift)
     delta = z * w if group_gate is None else z * w * group_gate
     weight = theta + delta.to(theta.dtype)
-    l0 = _l0_math(log_alpha, shift)
     return weight, l0
 
 
