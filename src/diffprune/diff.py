@@ -68,17 +68,14 @@ def draw_seeds(device: torch.device) -> torch.Tensor:
 
 
 def _gate(log_alpha: torch.Tensor, u: torch.Tensor, left: float, right: float,
-          temperature: float) -> torch.Tensor:
+          temperature: float, neg_exp: torch.Tensor | None = None) -> torch.Tensor:
+    """z for noise ``u``; ``neg_exp``: exp(-log_alpha) where the caller has it already."""
     if temperature == 1.0:
         # sigmoid(logit(u) + a) = 1 / (1 + (1/u - 1) exp(-a)): one exp instead of two logs.
-        s = 1.0 / (1.0 + (1.0 / u - 1.0) * torch.exp(-log_alpha))
+        neg_exp = torch.exp(-log_alpha) if neg_exp is None else neg_exp
+        s = 1.0 / (1.0 + (1.0 / u - 1.0) * neg_exp)
     else:
         s = torch.sigmoid((torch.log(u) - torch.log1p(-u) + log_alpha) / temperature)
-    return _stretch(s, left, right)
-
-
-def _stretch(s: torch.Tensor, left: float, right: float) -> torch.Tensor:
-    """The concrete sample s stretched to (left, right) and clamped to [0, 1]."""
     return (s * (right - left) + left).clamp(0.0, 1.0)
 
 
@@ -107,7 +104,7 @@ def _forward_math(theta: torch.Tensor, w: torch.Tensor, log_alpha: torch.Tensor,
         # = 1 / (1 + exp(-log_alpha) exp(shift)); compiled, the sum's loop would otherwise
         # take the exp again (the forward kernel ran ~25% faster, the same bits at shift 0).
         neg_exp = torch.exp(-log_alpha)
-        z = _stretch(1.0 / (1.0 + (1.0 / u - 1.0) * neg_exp), left, right)
+        z = _gate(log_alpha, u, left, right, temperature, neg_exp)
         l0 = (1.0 / (1.0 + neg_exp * math.exp(shift))).sum()
     else:
         z = _gate(log_alpha, u, left, right, temperature)
