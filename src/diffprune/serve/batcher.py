@@ -73,39 +73,29 @@ class MicroBatcher:
         first = self._queue.get()
         if first is None:
             return None
-        jobs, rows = [first], len(first.rows)
-        start = time.monotonic()
-        deadline = start + self.max_wait
-        while rows < self.max_rows:
-            try:
-                job = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            if job is None:
-                self._queue.put(None)  # stop after this batch
-                break
-            jobs.append(job)
-            rows += len(job.rows)
-            deadline = min(start + self.window, time.monotonic() + self.max_wait)
+        jobs = [first]
+        self._gather(jobs, more=self.max_rows)
         return jobs
 
-    def _collect_returns(self, waiting: list[_Job], answered: int) -> bool:
-        """After a pass: wait for up to ``answered`` new requests (the clients just answered
-        coming back), ``max_wait`` after each, ``window`` in all; False once ``close`` was
-        called. The event loop sends those answers and parses the new requests while the worker
-        waits, instead of contending with the next pass for the same cores."""
+    def _gather(self, jobs: list[_Job], more: int) -> None:
+        """Append up to ``more`` jobs while they keep coming: ``max_wait`` after each,
+        ``window`` in all, until ``jobs`` hold ``max_rows`` rows. A ``close`` met here is put
+        back, so the loop stops after the pass these jobs make."""
+        rows = sum(len(job.rows) for job in jobs)
         start = time.monotonic()
         deadline = start + self.max_wait
-        for _ in range(answered):
+        while more > 0 and rows < self.max_rows:
             try:
                 job = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
-                return True
+                return
             if job is None:
-                return False
-            waiting.append(job)
+                self._queue.put(None)
+                return
+            jobs.append(job)
+            rows += len(job.rows)
+            more -= 1
             deadline = min(start + self.window, time.monotonic() + self.max_wait)
-        return True
 
     def _drain(self, waiting: list[_Job]) -> bool:
         """Append what is queued now, without waiting; False once ``close`` was called."""
@@ -174,7 +164,9 @@ class MicroBatcher:
                 job.future.set_result(outputs[start:start + len(job.rows)])
                 start += len(job.rows)
             if running and waiting and self.await_returns:
-                running = self._collect_returns(waiting, len(live))
+                # the clients just answered come back while the event loop sends their
+                # answers, instead of contending with the next pass for the same cores
+                self._gather(waiting, more=len(live))
 
     @torch.no_grad()
     def _run(self, jobs: list[_Job]) -> list[torch.Tensor]:
