@@ -30,7 +30,9 @@ from _report import finish, run_info
 METHODS = ("full", "diff-structured", "diff")
 # Beside the defaults, on request (--methods): stage 1 with torch's AdamW (float32 moments), to
 # measure what the bfloat16 moments save.
-VARIANTS = {"diff-structured-f32-moments": {"structured": True, "moment_dtype": "float32"}}
+VARIANTS = {"diff-structured-f32-moments": {"structured": True, "moment_dtype": "float32"},
+            # the same stage 1 with its kernels compiled by torch.compile instead of the C++ ones
+            "diff-structured-compiled": {"structured": True, "kernels": "compile"}}
 
 
 def _rss_mb() -> float:
@@ -50,6 +52,7 @@ def make_step(method: str, args: argparse.Namespace):
     logging.set_verbosity_error()
     model = AutoModelForSequenceClassification.from_pretrained(
         args.model or default_model_path(), num_labels=2).train()
+    kernels = "native"
     if method == "full":
         # The same fused AdamW kernel that build_optimizer uses, so only the method differs.
         optimizer = torch.optim.AdamW(model.parameters(), lr=2e-5, eps=1e-8, fused=True)
@@ -63,7 +66,8 @@ def make_step(method: str, args: argparse.Namespace):
     else:
         from diffprune.density_control import DensityController
 
-        settings = VARIANTS.get(method, {"structured": method == "diff-structured"})
+        settings = dict(VARIANTS.get(method, {"structured": method == "diff-structured"}))
+        kernels = settings.pop("kernels", "native")
         config = DiffPruneConfig(**settings, fused=not args.eager)
         model = get_diffprune_model(model, config).train()
         optimizer, _ = build_optimizer(model, num_training_steps=1000)
@@ -81,13 +85,16 @@ def make_step(method: str, args: argparse.Namespace):
     ids = torch.randint(1000, 20000, (args.batch, args.seq_len))
     labels = torch.randint(0, 2, (args.batch,))
 
+    from diffprune.kernels import use_backend
+
     def step() -> float:
-        start = time.perf_counter()
-        loss_and_clip(ids, labels)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        after_step()
-        return time.perf_counter() - start
+        with use_backend(kernels):
+            start = time.perf_counter()
+            loss_and_clip(ids, labels)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            after_step()
+            return time.perf_counter() - start
 
     return step
 

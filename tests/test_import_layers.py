@@ -15,7 +15,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 LAYERS = [
     ("core", ["diffprune._version", "diffprune.bounds", "diffprune.config", "diffprune.gates",
-              "diffprune.kernels", "diffprune.compact_adamw",
+              "diffprune.native", "diffprune.kernels", "diffprune.compact_adamw",
               "diffprune.diff", "diffprune.projection", "diffprune.targets", "diffprune.model",
               "diffprune.density_control", "diffprune.optim", "diffprune.nonadaptive"]),
     ("files and models", ["diffprune.codec", "diffprune.fingerprint", "diffprune.run_folder",

@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 
+from diffprune import native
 from diffprune.kernels import Kernels
 
 _HIGH = -0x10000  # 0xFFFF0000 as an int32
@@ -115,7 +116,8 @@ def _packed_step_math(p: torch.Tensor, g: torch.Tensor, mv: torch.Tensor, hyper:
     mv.copy_(m_high | ((_stochastic_high_bits(v, seed) >> 16) & 0xFFFF))
 
 
-_KERNELS = Kernels({"step": _step_math, "packed_step": _packed_step_math})
+_KERNELS = Kernels({"step": _step_math, "packed_step": _packed_step_math},
+                   {"step": native.adamw, "packed_step": native.packed_adamw})
 
 
 def _seed(step: int, slot: int) -> int:

@@ -22,6 +22,7 @@ import math
 import torch
 
 from diffprune.gates import HardConcrete
+from diffprune import native
 from diffprune.kernels import Kernels
 
 
@@ -141,7 +142,9 @@ _EAGER = {"forward": _forward_math, "backward": _backward_math, "l0": _l0_math,
           "l0_backward": _l0_backward_math}
 
 
-_KERNELS = Kernels(_EAGER)
+_NATIVE = {"forward": native.gate_forward, "backward": native.gate_backward,
+           "l0": native.expected_l0, "l0_backward": native.expected_l0_backward}
+_KERNELS = Kernels(_EAGER, _NATIVE)
 
 
 class GatedDiff(torch.autograd.Function):

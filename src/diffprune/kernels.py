@@ -1,23 +1,62 @@
-"""Elementwise math compiled by ``torch.compile`` where a compiler is available, eager otherwise.
+"""Stage 1's elementwise math: C++ kernels, else ``torch.compile``, else eager.
 
 The gate kernels (``diff.py``) and the low-precision AdamW step (``compact_adamw.py``) are plain
-tensor functions: compiled, each becomes one loop over its tensors; eager, the same math runs as
-separate operations (slower, with temporaries, the same results up to float rounding).
+tensor functions. With ``fused`` (the default) a call runs, in order of preference:
+
+1. the C++ version (``diffprune.native``), where it takes these inputs (float32 on the CPU, the
+   gate at temperature 1) and a C++ compiler built it: one loop, no compiler stack in memory;
+2. the function compiled by ``torch.compile`` (one loop over its tensors; a GPU gets Triton);
+3. the function itself, eagerly, where no compiler works (separate operations, with
+   temporaries, slower).
+
+All three compute the same math; the eager and C++ AdamW steps give the same bits, the gates
+agree within float rounding (tests/test_native_kernels.py). ``DIFFPRUNE_KERNELS=compile`` (or
+``use_backend("compile")``) skips the C++ kernels, to compare or to sidestep them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 
+from diffprune import native
+
+BACKENDS = ("native", "compile")
+_backend = os.environ.get("DIFFPRUNE_KERNELS", "native")
+if _backend not in BACKENDS:
+    raise ValueError(f"DIFFPRUNE_KERNELS must be one of {BACKENDS}, got {_backend!r}")
+
+
+def backend() -> str:
+    """The first choice for fused kernels: "native" (C++, where it applies) or "compile"."""
+    return _backend
+
+
+@contextlib.contextmanager
+def use_backend(name: str) -> Iterator[None]:
+    """Run fused kernels with ``name`` as first choice inside the block (this process)."""
+    global _backend
+    if name not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
+    before, _backend = _backend, name
+    try:
+        yield
+    finally:
+        _backend = before
+
 
 class Kernels:
-    """Named math functions, each compiled on first use when ``fused``; eager on any failure."""
+    """Named math functions: the C++ version where it applies, else compiled on first use when
+    ``fused`` (eager on any compiler failure)."""
 
-    def __init__(self, eager: dict[str, Callable]) -> None:
+    def __init__(self, eager: dict[str, Callable],
+                 native_versions: dict[str, Callable] | None = None) -> None:
         self.eager = eager
+        self.native = native_versions or {}
         self.compiled: dict[str, Callable] = {}
         self.broken = False
 
@@ -31,6 +70,11 @@ class Kernels:
         return self.compiled[name]
 
     def run(self, name: str, fused: bool, *args):
+        if fused and _backend == "native" and name in self.native:
+            try:
+                return self.native[name](*args)
+            except native.Unsupported:
+                pass
         fn = self.get(name, fused)
         try:
             return fn(*args)
