@@ -36,7 +36,8 @@ def test_gate_passes_agree_with_the_torch_math(n, seed, scale, grouped, rows, pe
     theta, w, log_alpha, seeds = _gate_inputs(n, seed, scale)
     consts = diff._constants(HC)
     group = torch.tensor(0.7) if grouped else None
-    index = torch.randperm(4 * n, generator=torch.Generator().manual_seed(seed))[:n] if rows else None
+    positions = torch.randperm(4 * n, generator=torch.Generator().manual_seed(seed))[:n]
+    index = positions if rows else None
     ref = diff._forward_math(theta, w, log_alpha, seeds, group, *consts, index)
     ours = native.gate_forward(theta, w, log_alpha, seeds, group, *consts, index)
     torch.testing.assert_close(ours[0], ref[0], rtol=1e-5, atol=1e-6)

@@ -21,8 +21,8 @@ import math
 
 import torch
 
-from diffprune.gates import HardConcrete
 from diffprune import native
+from diffprune.gates import HardConcrete
 from diffprune.kernels import Kernels
 
 

@@ -10,10 +10,10 @@ raises ``Unsupported`` and ``kernels.Kernels`` runs the compiled or eager versio
 
 The library is built with the compiler that ``torch.compile`` would use (``$CXX``, else ``c++``)
 into ``$DIFFPRUNE_CACHE_DIR`` (default ``~/.cache/diffprune``), under a name hashed from the
-source, the flags, the compiler and the CPU's features, and written under a temporary name first, so that processes
-building at once never load a partial file. Large tensors are split into fixed chunks of
-entries, run on ``torch.get_num_threads()`` threads (ctypes releases the GIL); sums add the
-chunks' partial sums in order, so results do not depend on the thread count.
+source, the flags, the compiler and the CPU's features, and written under a temporary name
+first, so that processes building at once never load a partial file. Large tensors are split
+into fixed chunks of entries, run on ``torch.get_num_threads()`` threads (ctypes releases the
+GIL); sums add the chunks' partial sums in order, so results do not depend on the thread count.
 """
 
 from __future__ import annotations
