@@ -193,3 +193,31 @@ def test_use_backend_is_checked_and_restored():
     with pytest.raises(ValueError, match="backend"):
         with kernels.use_backend("cuda"):
             pass
+
+
+def _expected_l0_in_child(log_alpha, queue):
+    torch.set_num_threads(2)
+    queue.put(float(native.expected_l0(log_alpha, 0.1)))
+
+
+def test_a_forked_child_gets_its_own_threads():
+    """A DataLoader-style fork after the parent used its thread pool must not wait forever on
+    the parent's workers, which the child does not have."""
+    import multiprocessing
+
+    log_alpha = _gate_inputs(2 * native.CHUNK + 7, 4, 2.0)[2]
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        parent = float(native.expected_l0(log_alpha, 0.1))  # the pool exists now
+        context = multiprocessing.get_context("fork")
+        queue = context.Queue()
+        child = context.Process(target=_expected_l0_in_child, args=(log_alpha, queue))
+        child.start()
+        child.join(timeout=120)
+        if child.is_alive():
+            child.kill()
+        assert child.exitcode == 0
+        assert queue.get(timeout=5) == parent
+    finally:
+        torch.set_num_threads(before)

@@ -46,7 +46,7 @@ class Unsupported(Exception):
 _lock = threading.Lock()
 _library: ctypes.CDLL | None = None
 _failed = False
-_pool: ThreadPoolExecutor | None = None
+_pool: tuple[int, int, ThreadPoolExecutor] | None = None  # (process id, threads, pool)
 
 
 def cache_dir() -> Path:
@@ -148,6 +148,17 @@ def _chunks(n: int) -> list[tuple[int, int]]:
     return [(start, min(start + CHUNK, n)) for start in range(0, n, CHUNK)] or [(0, 0)]
 
 
+def _threads(threads: int) -> ThreadPoolExecutor:
+    """A pool of at least ``threads`` workers, made again in a forked child (whose copy of the
+    parent's pool has no threads behind it)."""
+    global _pool
+    with _lock:
+        if _pool is None or _pool[0] != os.getpid() or _pool[1] < threads:
+            _pool = (os.getpid(), threads,
+                     ThreadPoolExecutor(max_workers=threads, thread_name_prefix="diffprune"))
+        return _pool[2]
+
+
 def _run(fn, n: int, *args) -> float:
     """fn over entries 0..n-1 in chunks, on torch's thread count; the sum of what they return."""
     chunks = _chunks(n)
@@ -155,11 +166,7 @@ def _run(fn, n: int, *args) -> float:
     if threads <= 1:
         results = [fn(start, end, *args) for start, end in chunks]
     else:
-        global _pool
-        with _lock:
-            if _pool is None or _pool._max_workers < threads:
-                _pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="diffprune")
-        results = list(_pool.map(lambda c: fn(c[0], c[1], *args), chunks))
+        results = list(_threads(threads).map(lambda c: fn(c[0], c[1], *args), chunks))
     return math.fsum(r for r in results if r is not None)
 
 
