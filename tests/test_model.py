@@ -7,6 +7,8 @@ import copy
 import pytest
 import torch
 from conftest import tiny_bert, tiny_gpt2_lm, tiny_mlp, tiny_roberta, token_batch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from diffprune import DiffPruneConfig, get_diffprune_model, nonadaptive_from_finetuned
 from diffprune.targets import find_head_names
@@ -320,3 +322,33 @@ def test_embedding_hooks_go_with_stage_one():
     assert all(len(m._forward_hooks) == 0 for m in embeddings)
     merged = wrapped.merge_and_unload()
     assert not any(m._forward_hooks for m in merged.modules())
+
+
+@settings(max_examples=25, deadline=None)
+@given(scale=st.floats(1e-4, 1e3), edge=st.booleans(), max_norm=st.sampled_from([0.0, 0.5, 1.0]))
+def test_clipping_gives_torch_clip_grad_norm_bits(scale, edge, max_norm):
+    """clip_grad_norms skips the multiply where torch's clamped coefficient is 1: the same
+    gradients, bit for bit, as torch.nn.utils.clip_grad_norm_, also at the limit itself."""
+    config = DiffPruneConfig(diff_max_grad_norm=max_norm, log_alpha_max_grad_norm=1.0, **FAST)
+    wrapped = get_diffprune_model(tiny_bert(), config).train()
+    params = [p for p in wrapped.parameters() if p.requires_grad]
+    gen = torch.Generator().manual_seed(int(scale * 1000) % 2**31)
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=gen) * scale
+    groups = {g["name"]: g["params"] for g in wrapped.param_groups()}
+    if edge:  # put the w group's norm exactly on its limit (within float rounding)
+        grads = [p.grad for p in groups["diff"] + groups.get("head", [])]
+        norm = float(torch.nn.utils.get_total_norm(grads))
+        for g in grads:
+            g.mul_((max_norm or 1.0) / norm)
+    expected = {id(p): p.grad.clone() for p in params}
+    for names, limit in ((("diff", "head"), max_norm), (("log_alpha", "group_log_alpha"), 1.0)):
+        group = [p for n in names for p in groups.get(n, [])]
+        grads = [expected[id(p)] for p in group]
+        # torch's own function on copies
+        copies = [torch.nn.Parameter(p.detach().clone()) for p in group]
+        for c, g in zip(copies, grads):
+            c.grad = g
+        torch.nn.utils.clip_grad_norm_(copies, limit if limit > 0 else float("inf"))
+    wrapped.clip_grad_norms()
+    assert all(torch.equal(p.grad, expected[id(p)]) for p in params)

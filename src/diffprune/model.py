@@ -340,7 +340,13 @@ class DiffPruneModel(nn.Module):
             params = [p for p in params if p.grad is not None]
             if params:
                 limit = max_norm if max_norm > 0 else float("inf")
-                norms[name] = float(torch.nn.utils.clip_grad_norm_(params, limit))
+                norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+                # torch.nn.utils.clip_grad_norm_, but on the CPU its multiply is skipped where
+                # the coefficient it would clamp is >= 1 (the same values; one pass over the
+                # gradients fewer). A GPU keeps it unconditional: the test would wait for it.
+                if params[0].device.type != "cpu" or not bool(limit / (norm + 1e-6) >= 1.0):
+                    torch.nn.utils.clip_grads_with_norm_(params, limit, norm)
+                norms[name] = float(norm)
         return norms
 
     # ----------------------------------------------------------------- projection and stage 2
