@@ -352,3 +352,44 @@ def test_clipping_gives_torch_clip_grad_norm_bits(scale, edge, max_norm):
         torch.nn.utils.clip_grad_norm_(copies, limit if limit > 0 else float("inf"))
     wrapped.clip_grad_norms()
     assert all(torch.equal(p.grad, expected[id(p)]) for p in params)
+
+
+@pytest.mark.parametrize("penalty_form", ["code", "paper"])
+def test_batched_group_gates_keep_the_tensor_by_tensor_draws(monkeypatch, penalty_form):
+    """apply_diffs draws each tensor's group-gate noise and then its seeds, in tensor order, as
+    a tensor-by-tensor pass does; the gates, computed for all tensors at once, and the penalty
+    are that pass's values within float rounding."""
+    import diffprune.model as model_module
+    from diffprune.diff import draw_seeds
+    from diffprune.gates import prob_nonzero, sample_gate
+
+    config = DiffPruneConfig(structured=True, structured_penalty=penalty_form,
+                             gather_embedding_gates=False, **FAST)
+    wrapped = get_diffprune_model(tiny_bert(), config).train()
+    with torch.no_grad():
+        for site in wrapped.sites:  # group gates away from their clamps
+            wrapped.tensor(site, "group_log_alpha").uniform_(-2.0, 2.0)
+    seen = []
+    real = model_module.gated_weight
+
+    def spy(theta, w, log_alpha, group_gate, hc, fused, seeds):
+        seen.append((group_gate.detach().clone(), seeds.clone()))
+        return real(theta, w, log_alpha, group_gate, hc, fused, seeds)
+
+    monkeypatch.setattr(model_module, "gated_weight", spy)
+    torch.manual_seed(11)
+    wrapped.apply_diffs()
+    penalty = wrapped.penalty()
+
+    torch.manual_seed(11)
+    expected_penalty = 0.0
+    for site, (gate, seeds), element_l0 in zip(wrapped.sites, seen, wrapped._element_l0):
+        group_log_alpha = wrapped.tensor(site, "group_log_alpha")
+        torch.testing.assert_close(gate, sample_gate(group_log_alpha, wrapped.hc).detach(),
+                                   rtol=1e-6, atol=1e-7)
+        assert torch.equal(seeds, draw_seeds(seeds.device))
+        p_group = float(prob_nonzero(group_log_alpha, wrapped.hc))
+        expected_penalty += (float(element_l0) * p_group if penalty_form == "paper"
+                             else float(element_l0) + p_group)
+    assert len(seen) == len(wrapped.sites)
+    assert float(penalty) == pytest.approx(config.l0_lambda * expected_penalty, rel=1e-5)

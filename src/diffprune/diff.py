@@ -155,9 +155,9 @@ class GatedDiff(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, theta, w, log_alpha, group_gate, hc: HardConcrete, fused: bool):
+    def forward(ctx, theta, w, log_alpha, group_gate, hc: HardConcrete, fused: bool, seeds):
         # The kernels see flat (numel,) views, so one compiled graph serves every tensor shape.
-        seeds = draw_seeds(log_alpha.device)
+        seeds = draw_seeds(log_alpha.device) if seeds is None else seeds
         consts = _constants(hc)
         weight, l0 = _KERNELS.run("forward", fused, theta.reshape(-1), w.reshape(-1),
                                   log_alpha.reshape(-1), seeds, group_gate, *consts)
@@ -174,20 +174,22 @@ class GatedDiff(torch.autograd.Function):
         grad_w, grad_alpha, grad_group = _KERNELS.run(
             "backward", ctx.fused, grad_weight.reshape(-1), seeds, w.reshape(-1),
             log_alpha.reshape(-1), group_gate, grad_l0, *ctx.consts)
-        return (None, grad_w.view(w.shape), grad_alpha.view(w.shape), grad_group, None, None)
+        return (None, grad_w.view(w.shape), grad_alpha.view(w.shape), grad_group, None, None,
+                None)
 
 
 def gated_weight(theta: torch.Tensor, w: torch.Tensor, log_alpha: torch.Tensor,
-                 group_gate: torch.Tensor | None, hc: HardConcrete,
-                 fused: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+                 group_gate: torch.Tensor | None, hc: HardConcrete, fused: bool = True,
+                 seeds: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Stage-1 effective weight and the tensor's expected L0 (see ``GatedDiff``).
 
     Args:
         theta: frozen base tensor, any shape and float dtype.
         w, log_alpha: float32 tensors shaped like theta.
         group_gate: 0-dim gate of the whole tensor (structured variant) or None.
+        seeds: the noise's seeds (``draw_seeds``), drawn here when None.
     """
-    return GatedDiff.apply(theta, w, log_alpha, group_gate, hc, fused)
+    return GatedDiff.apply(theta, w, log_alpha, group_gate, hc, fused, seeds)
 
 
 class GatedRows(torch.autograd.Function):

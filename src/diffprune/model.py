@@ -32,7 +32,7 @@ from torch import nn
 
 from diffprune.config import DiffPruneConfig
 from diffprune.diff import draw_seeds, expected_l0, gated_rows, gated_weight, masked_weight
-from diffprune.gates import HardConcrete, prob_nonzero, sample_gate
+from diffprune.gates import HardConcrete, gate_from_noise, prob_nonzero, sample_gate, sample_noise
 from diffprune.projection import budget, global_topk
 from diffprune.targets import TensorSite, split_sites
 
@@ -97,7 +97,7 @@ class DiffPruneModel(nn.Module):
         self.stage = "gated"
         # sum_i P(z_i > 0) per gated tensor from the last forward (None: not computed yet)
         self._element_l0: list[torch.Tensor | None] | None = None
-        self._group_kept: list[torch.Tensor | None] = []  # P(z_g > 0) per tensor, that forward
+        self._group_kept: torch.Tensor | None = None  # P(z_g > 0) per tensor, that forward
         self._disabled = False
         # site index -> (hook state, hook handle) of the embedding tables gated by rows
         self._row_gates: dict[int, tuple[RowGatedEmbedding, Any]] = {}
@@ -192,25 +192,41 @@ class DiffPruneModel(nn.Module):
                 self._point_owners(site, weight)
             return
         fused = self.diffprune_config.fused
-        element_l0: list[torch.Tensor | None] = []
-        group_kept: list[torch.Tensor | None] = []
-        for i, site in enumerate(self.sites):
-            group_log_alpha = (self.tensor(site, "group_log_alpha")
-                               if self.diffprune_config.structured else None)
-            group_gate = None if group_log_alpha is None else sample_gate(group_log_alpha, self.hc)
+        structured = self.diffprune_config.structured
+        # The draws in the order a tensor-by-tensor pass makes them (each tensor's group-gate
+        # noise, then its noise seeds), so that a run's random stream does not depend on how
+        # the gates are batched; then every group gate at once: a few operations on an
+        # (n_tensors,) vector instead of a dozen on each of n_tensors scalars.
+        device = self.tensor(self.sites[0], "log_alpha").device
+        group_noise, seeds = [], []
+        for _ in self.sites:
+            if structured:
+                group_noise.append(sample_noise((), self.hc, device=device))
+            seeds.append(draw_seeds(device))
+        group_gates: list[torch.Tensor | None] = [None] * len(self.sites)
+        self._group_kept = None
+        if structured:
+            group_log_alpha = self._group_log_alphas()
+            group_gates = list(gate_from_noise(group_log_alpha, torch.stack(group_noise),
+                                               self.hc).unbind())
             # P(z_g > 0) of this pass, for the expected density (read before any update)
-            group_kept.append(None if group_log_alpha is None
-                              else prob_nonzero(group_log_alpha.detach(), self.hc))
-            log_alpha = self.tensor(site, "log_alpha")
+            self._group_kept = prob_nonzero(group_log_alpha.detach(), self.hc)
+        element_l0: list[torch.Tensor | None] = []
+        for i, site in enumerate(self.sites):
             if i in self._row_gates:  # the seeds gated_weight would draw, drawn in its place
-                self._row_gates[i][0].pending = (draw_seeds(log_alpha.device), group_gate)
+                self._row_gates[i][0].pending = (seeds[i], group_gates[i])
                 element_l0.append(None)  # the hook's pass computes it
             else:
                 weight, l0 = gated_weight(self.tensor(site, "base"), self.tensor(site, "diff"),
-                                          log_alpha, group_gate, self.hc, fused)
+                                          self.tensor(site, "log_alpha"), group_gates[i],
+                                          self.hc, fused, seeds[i])
                 self._point_owners(site, weight)
                 element_l0.append(l0)
-        self._element_l0, self._group_kept = element_l0, group_kept
+        self._element_l0 = element_l0
+
+    def _group_log_alphas(self) -> torch.Tensor:
+        """Every tensor's group log-alpha as one (n_tensors,) vector, differentiable."""
+        return torch.stack([self.tensor(site, "group_log_alpha") for site in self.sites])
 
     def _record_row_l0(self, index: int, element_l0: torch.Tensor) -> None:
         """A row-gated table's L0 from its hook: the first look-up of a forward counts."""
@@ -231,11 +247,9 @@ class DiffPruneModel(nn.Module):
             return torch.zeros((), device=self.tensor(self.sites[0], "base").device)
         if self._element_l0 is None:
             raise RuntimeError("penalty() needs a forward pass first; it reuses that pass's gates")
-        total = None
-        for site, element_l0 in zip(self.sites, self._last_element_l0()):
-            l0 = self._tensor_l0(site, element_l0)
-            total = l0 if total is None else total + l0  # in tensor order, as always summed
-        return self.diffprune_config.l0_lambda * total
+        return self.diffprune_config.l0_lambda * self._tensor_l0s(
+            torch.stack(self._last_element_l0()), self._group_log_alphas()
+            if self.diffprune_config.structured else None).sum()
 
     @torch.no_grad()
     def drift_gates(self, amount: float) -> None:
@@ -248,12 +262,11 @@ class DiffPruneModel(nn.Module):
         """Expected density of the gates the last forward used (no extra pass over the gates)."""
         if self._element_l0 is None:
             raise RuntimeError("last_density() needs a forward pass in stage 1 first")
-        kept = None
         with torch.no_grad():  # a number, not a graph
-            for element_l0, p_group in zip(self._last_element_l0(), self._group_kept):
-                count = element_l0 if p_group is None else element_l0 * p_group
-                kept = count if kept is None else kept + count  # float32, in tensor order
-        return float(kept) / self.num_gated
+            kept = torch.stack(self._last_element_l0())
+            if self._group_kept is not None:
+                kept = kept * self._group_kept
+            return float(kept.sum()) / self.num_gated
 
     @torch.no_grad()
     def expected_l0(self) -> float:
@@ -264,9 +277,15 @@ class DiffPruneModel(nn.Module):
 
     def _tensor_l0(self, site: TensorSite, element_l0: torch.Tensor) -> torch.Tensor:
         """One tensor's E[L0] in the configured form, given sum_i P(z_i > 0) of its elements."""
-        if not self.diffprune_config.structured:
+        return self._tensor_l0s(element_l0, self.tensor(site, "group_log_alpha")
+                                if self.diffprune_config.structured else None)
+
+    def _tensor_l0s(self, element_l0: torch.Tensor,
+                    group_log_alpha: torch.Tensor | None) -> torch.Tensor:
+        """``_tensor_l0`` of tensors side by side: element_l0 and group_log_alpha alike shaped."""
+        if group_log_alpha is None:
             return element_l0
-        p_group = prob_nonzero(self.tensor(site, "group_log_alpha"), self.hc)
+        p_group = prob_nonzero(group_log_alpha, self.hc)
         if self.diffprune_config.structured_penalty == "paper":
             return element_l0 * p_group  # sum_i P(z_i > 0) P(z_g > 0)
         return element_l0 + p_group  # the authors' code: each group gate counted once
