@@ -247,9 +247,9 @@ class DiffPruneModel(nn.Module):
             return torch.zeros((), device=self.tensor(self.sites[0], "base").device)
         if self._element_l0 is None:
             raise RuntimeError("penalty() needs a forward pass first; it reuses that pass's gates")
-        return self.diffprune_config.l0_lambda * self._tensor_l0s(
-            torch.stack(self._last_element_l0()), self._group_log_alphas()
-            if self.diffprune_config.structured else None).sum()
+        groups = self._group_log_alphas() if self.diffprune_config.structured else None
+        per_tensor = self._tensor_l0s(torch.stack(self._last_element_l0()), groups)
+        return self.diffprune_config.l0_lambda * per_tensor.sum()
 
     @torch.no_grad()
     def drift_gates(self, amount: float) -> None:
@@ -360,10 +360,10 @@ class DiffPruneModel(nn.Module):
             if params:
                 limit = max_norm if max_norm > 0 else float("inf")
                 norm = torch.nn.utils.get_total_norm([p.grad for p in params])
-                # torch.nn.utils.clip_grad_norm_, but on the CPU its multiply is skipped where
-                # the coefficient it would clamp is >= 1 (the same values; one pass over the
-                # gradients fewer). A GPU keeps it unconditional: the test would wait for it.
-                if params[0].device.type != "cpu" or not bool(limit / (norm + 1e-6) >= 1.0):
+                # torch.nn.utils.clip_grad_norm_ with its multiply skipped where the coefficient
+                # it would clamp is >= 1: the same values, one pass over the gradients fewer
+                # (the norm is read as a number below anyway, so the test adds no wait)
+                if not bool(limit / (norm + 1e-6) >= 1.0):
                     torch.nn.utils.clip_grads_with_norm_(params, limit, norm)
                 norms[name] = float(norm)
         return norms
