@@ -58,6 +58,16 @@ static inline float gate(float neg_exp, float u, float left, float span) {
     return z > 1.0f ? 1.0f : z;
 }
 
+// Entry i's gate z, and exp(-log_alpha_i) in neg_exp for the caller's P(z > 0).
+template <bool INDEX>
+static inline float entry_gate(int64_t i, const int64_t* index, const float* log_alpha,
+                               uint32_t s0, uint32_t s1, float lo, float hi, float left,
+                               float span, float& neg_exp) {
+    uint32_t position = INDEX ? (uint32_t)index[i] : (uint32_t)i;
+    neg_exp = exp_f(-log_alpha[i]);
+    return gate(neg_exp, uniform(position, s0, s1, lo, hi), left, span);
+}
+
 // Forward of GatedDiff: weight = theta + z * w [* group]; returns sum of P(z > 0).
 // index: the entries' flat positions (NULL: start .. end-1). Each branch is a template argument,
 // so that every loop compiles without one and vectorizes.
@@ -69,9 +79,8 @@ static double gate_forward_loop(int64_t start, int64_t end, const float* theta, 
     float l0 = 0.0f;
 #pragma omp simd reduction(+ : l0)
     for (int64_t i = start; i < end; i++) {
-        uint32_t position = INDEX ? (uint32_t)index[i] : (uint32_t)i;
-        float neg_exp = exp_f(-log_alpha[i]);
-        float z = gate(neg_exp, uniform(position, s0, s1, lo, hi), left, span);
+        float neg_exp;
+        float z = entry_gate<INDEX>(i, index, log_alpha, s0, s1, lo, hi, left, span, neg_exp);
         float delta = z * w[i];
         if (GROUP) delta = delta * group;
         weight[i] = theta[i] + delta;
@@ -103,9 +112,8 @@ static double gate_backward_loop(int64_t start, int64_t end, const float* grad, 
     float group_grad = 0.0f;
 #pragma omp simd reduction(+ : group_grad)
     for (int64_t i = start; i < end; i++) {
-        uint32_t position = INDEX ? (uint32_t)index[i] : (uint32_t)i;
-        float neg_exp = exp_f(-log_alpha[i]);
-        float z = gate(neg_exp, uniform(position, s0, s1, lo, hi), left, span);
+        float neg_exp;
+        float z = entry_gate<INDEX>(i, index, log_alpha, s0, s1, lo, hi, left, span, neg_exp);
         float g = grad[i];
         float gz = g * z;
         float slope = (z - left) * (right - z) / slope_denominator;
@@ -170,21 +178,35 @@ extern "C" void expected_l0_backward(int64_t start, int64_t end, float grad_l0, 
     }
 }
 
+// AdamW's hyperparameters as compact_adamw passes them: 1 - lr wd, b1, 1 - b1, b2, 1 - b2,
+// lr / (1 - b1^t), sqrt(1 - b2^t), eps.
+struct Hyper {
+    float decay, b1, one_minus_b1, b2, one_minus_b2, step_size, bc2_sqrt, eps;
+};
+
+static inline Hyper load_hyper(const float* h) {
+    return {h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]};
+}
+
+// One entry's AdamW step from its old moments: the new (unrounded) m and v, and the parameter.
+static inline float adamw_entry(const Hyper& k, float p, float g, float m_old, float v_old,
+                                float& m, float& v) {
+    m = m_old * k.b1 + g * k.one_minus_b1;
+    v = v_old * k.b2 + g * g * k.one_minus_b2;
+    return p * k.decay - k.step_size * m / (__builtin_sqrtf(v) / k.bc2_sqrt + k.eps);
+}
+
 // CompactAdamW's step with both moments in one word (m's bfloat16 bits high, v's low): the same
 // operations, in the same order, as compact_adamw._packed_step_math (the same bits).
-// hyper: 1 - lr wd, b1, 1 - b1, b2, 1 - b2, lr / (1 - b1^t), sqrt(1 - b2^t), eps.
 extern "C" void packed_adamw(int64_t start, int64_t end, float* p, const float* g, uint32_t* mv,
-                  const float* hyper, uint32_t seed) {
-    const float decay = hyper[0], b1 = hyper[1], one_minus_b1 = hyper[2], b2 = hyper[3],
-                one_minus_b2 = hyper[4], step_size = hyper[5], bc2_sqrt = hyper[6],
-                eps = hyper[7];
+                             const float* hyper, uint32_t seed) {
+    const Hyper k = load_hyper(hyper);
 #pragma omp simd
     for (int64_t i = start; i < end; i++) {
         uint32_t word = mv[i];
-        float gi = g[i];
-        float m = bits_to_float(word & 0xFFFF0000u) * b1 + gi * one_minus_b1;
-        float v = bits_to_float(word << 16) * b2 + gi * gi * one_minus_b2;
-        p[i] = p[i] * decay - step_size * m / (__builtin_sqrtf(v) / bc2_sqrt + eps);
+        float m, v;
+        p[i] = adamw_entry(k, p[i], g[i], bits_to_float(word & 0xFFFF0000u),
+                           bits_to_float(word << 16), m, v);
         uint32_t m_bits = float_to_bits(m);
         uint32_t m_high = (m_bits + 0x7FFFu + ((m_bits >> 16) & 1u)) & 0xFFFF0000u;
         uint32_t h = (uint32_t)i * 0x2545F491u + seed;  // compact_adamw._round_bits
@@ -199,18 +221,13 @@ extern "C" void packed_adamw(int64_t start, int64_t end, float* p, const float* 
 
 // torch's AdamW step with float32 moments, as compact_adamw._step_math.
 extern "C" void adamw(int64_t start, int64_t end, float* p, const float* g, float* m, float* v,
-           const float* hyper) {
-    const float decay = hyper[0], b1 = hyper[1], one_minus_b1 = hyper[2], b2 = hyper[3],
-                one_minus_b2 = hyper[4], step_size = hyper[5], bc2_sqrt = hyper[6],
-                eps = hyper[7];
+                      const float* hyper) {
+    const Hyper k = load_hyper(hyper);
 #pragma omp simd
     for (int64_t i = start; i < end; i++) {
-        float gi = g[i];
-        float mi = m[i] * b1 + gi * one_minus_b1;
-        float vi = v[i] * b2 + gi * gi * one_minus_b2;
+        float mi, vi;
+        p[i] = adamw_entry(k, p[i], g[i], m[i], v[i], mi, vi);
         m[i] = mi;
         v[i] = vi;
-        p[i] = p[i] * decay - step_size * mi / (__builtin_sqrtf(vi) / bc2_sqrt + eps);
     }
 }
-
