@@ -221,3 +221,31 @@ def test_a_forked_child_gets_its_own_threads():
         assert queue.get(timeout=5) == parent
     finally:
         torch.set_num_threads(before)
+
+
+@settings(max_examples=20, deadline=None)
+@given(n=st.integers(2, 300), short=st.sampled_from(["w", "log_alpha", "index", "grad"]))
+def test_mismatched_sizes_never_reach_the_cpp_loops(n, short):
+    """A tensor shorter than the others would make a C++ loop read past its buffer: such calls
+    are refused, and Kernels runs the torch version instead."""
+    theta, w, log_alpha, seeds = _gate_inputs(n, n, 1.0)
+    index = torch.arange(n)
+    grad = torch.randn(n)
+    if short == "w":
+        w = w[:-1].contiguous()
+    elif short == "log_alpha":
+        log_alpha = log_alpha[:-1].contiguous()
+    elif short == "index":
+        index = index[:-1].contiguous()
+    else:
+        grad = grad[:-1].contiguous()
+    consts = diff._constants(HC)
+    with pytest.raises(native.Unsupported):
+        if short == "grad":
+            native.gate_backward(grad, seeds, w, log_alpha, None, None, *consts)
+        else:
+            native.gate_forward(theta, w, log_alpha, seeds, None, *consts, index)
+    p = torch.randn(n)
+    with pytest.raises(native.Unsupported):
+        native.packed_adamw(p, torch.randn(n - 1), torch.zeros(n, dtype=torch.int32),
+                            torch.ones(8), torch.tensor(0, dtype=torch.int32))

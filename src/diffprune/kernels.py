@@ -9,7 +9,8 @@ tensor functions. With ``fused`` (the default) a call runs, in order of preferen
 3. the function itself, eagerly, where no compiler works (separate operations, with
    temporaries, slower).
 
-All three compute the same math; the eager and C++ AdamW steps give the same bits, the gates
+All three compute the same math. The C++ AdamW steps give the compiled kernel's bits (eagerly,
+torch's vectorized sqrt is not always correctly rounded: a last bit here and there); the gates
 agree within float rounding (tests/test_native_kernels.py). ``DIFFPRUNE_KERNELS=compile`` (or
 ``use_backend("compile")``) skips the C++ kernels, to compare or to sidestep them.
 """

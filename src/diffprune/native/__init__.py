@@ -170,13 +170,16 @@ def _run(fn, n: int, *args) -> float:
     return math.fsum(r for r in results if r is not None)
 
 
-def _check(*tensors: torch.Tensor | None, dtype=torch.float32) -> None:
+def _check(*tensors: torch.Tensor | None, dtype=torch.float32, size: int | None = None) -> None:
+    """Contiguous CPU tensors of ``dtype`` (and of ``size`` entries), else ``Unsupported``: the
+    torch version then runs, and raises its own error where the inputs are wrong, where the C++
+    loop would read past a buffer."""
     for t in tensors:
         if t is None:
             continue
         if t.device.type != "cpu" or t.dtype != dtype or not t.is_contiguous():
             raise Unsupported
-        if t.numel() >= 1 << 31:
+        if t.numel() >= 1 << 31 or (size is not None and t.numel() != size):
             raise Unsupported
 
 
@@ -206,8 +209,8 @@ def gate_forward(theta, w, log_alpha, seeds, group_gate, left, right, temperatur
                  index=None):
     """``diff._forward_math``: (weight, sum of P(z > 0))."""
     span, exp_shift, lo, hi = _gate_constants(left, right, temperature, shift, eps)
-    _check(theta, w, log_alpha)
-    _check(index, dtype=torch.int64)
+    _check(theta, w, log_alpha, size=theta.numel())
+    _check(index, dtype=torch.int64, size=theta.numel())
     lib = _lib()
     weight = torch.empty_like(theta)
     s0, s1 = _seeds(seeds)
@@ -222,8 +225,8 @@ def gate_backward(grad_weight, seeds, w, log_alpha, group_gate, grad_l0, left, r
                   temperature, shift, eps, index=None):
     """``diff._backward_math``: (grad_w, grad_log_alpha, grad_group_gate)."""
     span, exp_shift, lo, hi = _gate_constants(left, right, temperature, shift, eps)
-    _check(grad_weight, w, log_alpha)
-    _check(index, dtype=torch.int64)
+    _check(grad_weight, w, log_alpha, size=w.numel())
+    _check(index, dtype=torch.int64, size=w.numel())
     lib = _lib()
     grad_w, grad_alpha = torch.empty_like(w), torch.empty_like(w)
     s0, s1 = _seeds(seeds)
@@ -256,8 +259,9 @@ def expected_l0_backward(grad_l0, log_alpha, shift):
 
 def packed_adamw(p, g, mv, hyper, seed) -> None:
     """``compact_adamw._packed_step_math``, in place (the same bits)."""
-    _check(p, g, hyper)
-    _check(mv, dtype=torch.int32)
+    _check(p, g, size=p.numel())
+    _check(hyper, size=8)
+    _check(mv, dtype=torch.int32, size=p.numel())
     lib = _lib()
     _run(lib.packed_adamw, p.numel(), _ptr(p), _ptr(g), _ptr(mv), _ptr(hyper),
          int(seed) & 0xFFFFFFFF)
@@ -265,6 +269,7 @@ def packed_adamw(p, g, mv, hyper, seed) -> None:
 
 def adamw(p, g, m, v, hyper) -> None:
     """``compact_adamw._step_math``, in place."""
-    _check(p, g, m, v, hyper)
+    _check(p, g, m, v, size=p.numel())
+    _check(hyper, size=8)
     lib = _lib()
     _run(lib.adamw, p.numel(), _ptr(p), _ptr(g), _ptr(m), _ptr(v), _ptr(hyper))
