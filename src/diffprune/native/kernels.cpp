@@ -91,9 +91,9 @@ static double gate_forward_loop(int64_t start, int64_t end, const float* theta, 
 }
 
 extern "C" double gate_forward(int64_t start, int64_t end, const float* theta, const float* w,
-                    const float* log_alpha, const int64_t* index, uint32_t s0, uint32_t s1,
-                    int has_group, float group, float left, float span, float exp_shift,
-                    float lo, float hi, float* weight) {
+                               const float* log_alpha, const int64_t* index, uint32_t s0,
+                               uint32_t s1, int has_group, float group, float left, float span,
+                               float exp_shift, float lo, float hi, float* weight) {
     auto loop = index ? (has_group ? gate_forward_loop<true, true> : gate_forward_loop<true, false>)
                       : (has_group ? gate_forward_loop<false, true>
                                    : gate_forward_loop<false, false>);
@@ -152,10 +152,11 @@ static double gate_backward_dispatch(int has_group, int has_l0, int64_t start, i
 }
 
 extern "C" double gate_backward(int64_t start, int64_t end, const float* grad, const float* w,
-                     const float* log_alpha, const int64_t* index, uint32_t s0, uint32_t s1,
-                     int has_group, float group, int has_l0, float grad_l0, float left,
-                     float right, float span, float slope_denominator, float exp_shift,
-                     float lo, float hi, float* grad_w, float* grad_alpha) {
+                                const float* log_alpha, const int64_t* index, uint32_t s0,
+                                uint32_t s1, int has_group, float group, int has_l0,
+                                float grad_l0, float left, float right, float span,
+                                float slope_denominator, float exp_shift, float lo, float hi,
+                                float* grad_w, float* grad_alpha) {
     auto dispatch = index ? gate_backward_dispatch<true> : gate_backward_dispatch<false>;
     return dispatch(has_group, has_l0, start, end, grad, w, log_alpha, index, s0, s1, group,
                     grad_l0, left, right, span, slope_denominator, exp_shift, lo, hi, grad_w,
@@ -163,15 +164,16 @@ extern "C" double gate_backward(int64_t start, int64_t end, const float* grad, c
 }
 
 // sum of P(z > 0) = sigmoid(log_alpha - shift), and its gradient.
-extern "C" double expected_l0(int64_t start, int64_t end, const float* log_alpha, float exp_shift) {
+extern "C" double expected_l0(int64_t start, int64_t end, const float* log_alpha,
+                              float exp_shift) {
     float l0 = 0.0f;
 #pragma omp simd reduction(+ : l0)
     for (int64_t i = start; i < end; i++) l0 += 1.0f / (1.0f + exp_f(-log_alpha[i]) * exp_shift);
     return l0;
 }
 
-extern "C" void expected_l0_backward(int64_t start, int64_t end, float grad_l0, const float* log_alpha,
-                          float exp_shift, float* out) {
+extern "C" void expected_l0_backward(int64_t start, int64_t end, float grad_l0,
+                                     const float* log_alpha, float exp_shift, float* out) {
 #pragma omp simd
     for (int64_t i = start; i < end; i++) {
         float p = 1.0f / (1.0f + exp_f(-log_alpha[i]) * exp_shift);
