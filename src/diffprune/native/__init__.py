@@ -171,9 +171,9 @@ def _run(fn, n: int, *args) -> float:
 
 
 def _check(*tensors: torch.Tensor | None, dtype=torch.float32, size: int | None = None) -> None:
-    """Contiguous CPU tensors of ``dtype`` (and of ``size`` entries), else ``Unsupported``: the
-    torch version then runs, and raises its own error where the inputs are wrong, where the C++
-    loop would read past a buffer."""
+    """Contiguous CPU tensors of ``dtype`` (and of ``size`` entries), else ``Unsupported``, so
+    that the torch version runs, under torch's own rules for sizes, where a C++ loop would read
+    past a buffer."""
     for t in tensors:
         if t is None:
             continue
