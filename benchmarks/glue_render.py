@@ -35,6 +35,7 @@ from glue_results import (
     final_stage_steps,
     flag_changes,
     flag_values,
+    in_order,
     load_runs,
     majority_class,
     point_means,
@@ -377,6 +378,24 @@ def grouped_section(matrix: dict[str, list[dict]], summary: dict, density: dict[
     return "\n\n".join(parts).strip()
 
 
+# The folders of the diff rows trained before stage 1's w rate followed the density.
+HELD = "w-rate-held"
+
+
+def held_section(results: Path, grouped: dict[str, list[dict]], data_dir: Path) -> str:
+    """The grouped table's diff rows as they stood with stage 1's w rate held to the paper's
+    linear decay (``glue-grouped-w-rate-held/``, ``glue-grouped-density-w-rate-held/``), beside
+    the same full-finetuning, non-adaptive and peer runs."""
+    held = load_runs(results / f"glue-grouped-{HELD}")
+    if not held:
+        return "Not run."
+    matrix = in_order({**{m: rs for m, rs in grouped.items() if m not in held}, **held})
+    density = in_order({**{m: rs for m, rs in load_runs(results / "glue-grouped-density").items()
+                           if m not in held},
+                        **load_runs(results / f"glue-grouped-density-{HELD}")})
+    return grouped_section(matrix, summarise(matrix), density, data_dir)
+
+
 def _mean_std(runs: list[dict]) -> str:
     scores = [score(r) for r in runs]
     spread = f" ± {statistics.stdev(scores):.1f}" if len(scores) > 1 else ""
@@ -571,7 +590,8 @@ def render(results: Path, rates: dict, data_dir: Path, figures: Path | None = No
         projection=projection_table(results / "glue-diagnostics" / "projection"),
         fulldata=fulldata_section(*sides["fulldata"], data_dir),
         longer=longer_section(*sides["longer"], matrix),
-        grouped=grouped_section(*sides["grouped"], grouped_density, data_dir))
+        grouped=grouped_section(*sides["grouped"], grouped_density, data_dir),
+        held=held_section(results, sides["grouped"][0], data_dir))
     # The README shows what a user gets: the default's grouped batches, once that table has run.
     default_summary = sides["grouped"][1] or summary
     return {"benchmarks": text, "readme": readme_results(default_summary), "summary": summary,
@@ -614,6 +634,10 @@ over seeds where there are several.
 
 {table}
 
+Table 1's diff rows ran before stage 1's w rate followed the density: they train as
+`--diff-lr-density-power 0 --no-group-by-length` does today. The default's own rows are in the
+next section.
+
 A bracketed average covers only the tasks that method has run. The majority-class row answers
 every dev example with the most common label of the same training subset: a method near it has
 learned little. Bytes per task: the task file for the diff methods (varint position gaps and
@@ -639,6 +663,16 @@ order is another draw of each run's randomness, and on these small sets a single
 several points from one draw to the next.
 
 {grouped}
+
+### The same table with stage 1's w rate held
+
+Stage 1 used to train w at the paper's linearly decaying rate while the gates closed, and the
+diff all but stopped learning once it was sparse; the default now raises the rate as the target
+density falls (`--diff-lr-density-power 0.5`, [docs/method.md](docs/method.md)). These are the
+diff rows trained before that change (`--diff-lr-density-power 0` runs them today), beside the
+same full-finetuning, non-adaptive and peer runs as above.
+
+{held}
 
 ## Stage 1 under density control, run by run
 

@@ -51,8 +51,13 @@ def load_runs(folder: Path) -> dict[str, list[dict]]:
         return {}
     found = {d.name: [json.loads(p.read_text()) for p in sorted(d.glob("*.json"))]
              for d in folder.iterdir() if d.is_dir()}
-    return {m: found[m] for m in sorted(found, key=lambda m: (m not in ORDER, ORDER.index(m)
-                                                              if m in ORDER else m)) if found[m]}
+    return in_order(found)
+
+
+def in_order(runs: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    """The methods that have runs, in the tables' order (ORDER, then by name)."""
+    return {m: runs[m] for m in sorted(runs, key=lambda m: (m not in ORDER, ORDER.index(m)
+                                                            if m in ORDER else m)) if runs[m]}
 
 
 def score(run: dict) -> float:

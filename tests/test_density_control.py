@@ -15,12 +15,13 @@ from diffprune.density_control import (
     MAX_PACE_MULTIPLE,
     DensityController,
     DensitySchedule,
+    diff_lr_scale,
     end_target,
     gate_learning_rate,
     logit,
     schedule_for,
 )
-from diffprune.optim import build_optimizer
+from diffprune.optim import build_optimizer, linear_decay
 
 densities = st.floats(1e-5, 0.999)
 
@@ -144,6 +145,49 @@ def test_gate_rate_follows_the_step_count():
     assert pace == pytest.approx((logit(0.99) - logit(0.01)) / 70)
     assert gate_learning_rate(config, 100, 0.99) == pytest.approx(2 * pace)
     assert gate_learning_rate(config, 100_000, 0.99) == config.log_alpha_lr  # already fast enough
+
+
+def test_w_rate_is_the_papers_unless_asked():
+    assert diff_lr_scale(DiffPruneConfig(), 100, 0.99) is None
+    assert diff_lr_scale(DiffPruneConfig(density_control="fixed", diff_lr_density_power=0.5),
+                         100, 0.99) is None
+
+
+@given(power=st.floats(0.01, 4), top=st.floats(1, 100), density=st.floats(1e-4, 0.2),
+       start=st.floats(0.3, 0.999), num_steps=st.integers(2, 2000))
+def test_w_rate_rises_as_the_target_falls_and_stays_capped(power, top, density, start,
+                                                           num_steps):
+    config = DiffPruneConfig(density=density, diff_lr_density_power=power, diff_lr_max_scale=top)
+    scale = diff_lr_scale(config, num_steps, start)
+    schedule = schedule_for(config, num_steps, start)
+    factors = [scale(s) for s in range(num_steps + 1)]
+    assert factors[0] == pytest.approx(1.0)
+    assert all(1.0 - 1e-12 <= f <= top for f in factors)
+    assert all(a <= b + 1e-12 for a, b in zip(factors, factors[1:]))  # never falls
+    for step in (0, num_steps // 2, num_steps):
+        expected = (schedule(step) / schedule.start) ** -power
+        assert factors[step] == pytest.approx(min(top, expected), rel=1e-9)
+
+
+def test_the_scale_moves_only_the_diffs_rate():
+    net = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 2))
+    config = DiffPruneConfig(structured=True, fused=False, density=0.05, head_patterns=["^1\\."],
+                             diff_lr_density_power=0.5, diff_lr_max_scale=4.0)
+    steps = 40
+    plain_model = get_diffprune_model(net, config)
+    scale = diff_lr_scale(config, steps, plain_model.expected_density())
+    optimizer, scheduler = build_optimizer(plain_model, steps, diff_scale=scale)
+    decay = linear_decay(steps)
+    base = {g["name"]: g["lr"] for g in optimizer.param_groups}
+    for step in range(1, steps):
+        optimizer.step()  # no gradients: nothing moves, but the schedule advances in order
+        scheduler.step()
+        for group in optimizer.param_groups:
+            want = {"diff": base["diff"] * decay(step) * scale(step),
+                    "head": base["head"] * decay(step)}.get(group["name"], base[group["name"]])
+            assert group["lr"] == pytest.approx(want, rel=1e-12), (group["name"], step)
+    start = plain_model.expected_density()  # the target ends at 2 x 5%: the rate rose ~3x
+    assert scale(steps) == pytest.approx((0.1 / start) ** -0.5, rel=1e-6)
 
 
 @pytest.mark.parametrize("bad", [{"density_control": "lagrange"}, {"target_multiple": 0.5},

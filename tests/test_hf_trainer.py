@@ -74,6 +74,28 @@ def test_learning_rate_changes_the_diff_rate(tmp_path):
         assert trainer.optimizer.param_groups[0]["initial_lr"] == lr
 
 
+@pytest.mark.parametrize("power", [0.5, 0.0])
+def test_stage_one_w_rate_follows_the_density_as_in_the_cli(tmp_path, monkeypatch, power):
+    import diffprune.training.trainer as trainer_module
+
+    seen = []
+    real = trainer_module.make_scheduler
+
+    def spy(optimizer, steps, warmup, diff_scale=None):
+        seen.append(diff_scale)
+        return real(optimizer, steps, warmup, diff_scale)
+
+    monkeypatch.setattr(trainer_module, "make_scheduler", spy)
+    model = _model(diff_lr_density_power=power)
+    DiffPruneTrainer(model, _args(tmp_path, mask_epochs=1), train_dataset=_Rows()).train()
+    stage_one = seen[0]
+    if power == 0:
+        assert stage_one is None
+    else:  # the target falls from the start density to 2 x 5%: the rate rises ~3x by the end
+        assert stage_one(0) == pytest.approx(1.0) and 2.5 < stage_one(6) <= 10
+    assert all(s is None for s in seen[1:])  # the fixed-mask stage keeps its plain decay
+
+
 @pytest.mark.parametrize("bad, named", [
     ({"optim": "sgd"}, "optim='sgd'"),
     ({"lr_scheduler_type": "cosine"}, "lr_scheduler_type"),

@@ -98,6 +98,14 @@ class DiffPruneConfig:
     diff_lr: float = _field(
         3e-4, "L0 stage: learning rate of the diff vector w (linear decay; the paper: 1e-5).",
         low=0, open_low=True)
+    diff_lr_density_power: float = _field(
+        0.5, "With density control, stage 1's w learning rate is multiplied by (target / start "
+        "density)^-power, at most diff_lr_max_scale times: as the gates close, the entries left "
+        "open take larger steps, so that the update's size keeps up (0 = the paper's "
+        "decay alone).", low=0, high=4)
+    diff_lr_max_scale: float = _field(
+        10.0, "The most that diff_lr_density_power multiplies stage 1's w learning rate by.",
+        low=1)
     log_alpha_lr: float = _field(
         0.1, "L0 stage: learning rate of every log-alpha (constant; raised to keep pace under "
         "density control, see gate_speed_headroom).", low=0, open_low=True)

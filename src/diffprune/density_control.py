@@ -36,6 +36,7 @@ The in-loss penalty l0_lambda·E[L0] of the paper is kept in both modes; with
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from diffprune.config import DiffPruneConfig
@@ -119,6 +120,29 @@ def gate_learning_rate(config: DiffPruneConfig, num_steps: int, start: float) ->
         return config.log_alpha_lr
     pace = schedule_for(config, num_steps, start).pace
     return max(config.log_alpha_lr, config.gate_speed_headroom * pace)
+
+
+def diff_lr_scale(config: DiffPruneConfig, num_steps: int,
+                  start: float) -> Callable[[int], float] | None:
+    """step -> the factor on stage 1's w learning rate, or None where it stays the paper's.
+
+    AdamW moves every trained entry by about its learning rate per step, so the size of an
+    update grows with the square root of the number of entries moving. As the gates close, fewer
+    entries move, and at the paper's decaying rate the diff all but stops learning once it is
+    sparse. With ``diff_lr_density_power`` p the rate is multiplied by (t(step) / t(0))^-p,
+    at most ``diff_lr_max_scale`` times; p = 0.5 keeps the update's size as the density falls.
+    A function of the step alone, so a resumed run follows it exactly.
+    """
+    power = config.diff_lr_density_power
+    if config.density_control != "target" or power == 0:
+        return None
+    schedule = schedule_for(config, num_steps, start)
+    top = config.diff_lr_max_scale
+
+    def scale(step: int) -> float:
+        return min(top, (schedule(step) / schedule.start) ** -power)
+
+    return scale
 
 
 @dataclass

@@ -8,6 +8,8 @@ In the L0 stage the moments are kept in bfloat16 by default (``CompactAdamW``, t
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
@@ -51,17 +53,28 @@ def make_optimizer(model: DiffPruneModel, betas: tuple[float, float] = (0.9, 0.9
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, num_training_steps: int,
-                   warmup_steps: int = 0) -> LambdaLR:
-    """Linear decay on every group but the log-alphas, whose learning rates stay constant."""
+                   warmup_steps: int = 0,
+                   diff_scale: Callable[[int], float] | None = None) -> LambdaLR:
+    """Linear decay on every group but the log-alphas, whose learning rates stay constant;
+    ``diff_scale`` (density_control.diff_lr_scale) multiplies the diff group's decay."""
     decay = linear_decay(num_training_steps, warmup_steps)
-    lambdas = [(lambda step: 1.0) if g.get("name") in ("log_alpha", "group_log_alpha")
-               else decay for g in optimizer.param_groups]
-    return LambdaLR(optimizer, lambdas)
+
+    def scaled(step: int) -> float:
+        return decay(step) * diff_scale(step)
+
+    def factor(name: str | None):
+        if name in ("log_alpha", "group_log_alpha"):
+            return lambda step: 1.0
+        return scaled if name == "diff" and diff_scale is not None else decay
+
+    return LambdaLR(optimizer, [factor(g.get("name")) for g in optimizer.param_groups])
 
 
 def build_optimizer(model: DiffPruneModel, num_training_steps: int, warmup_steps: int = 0,
-                    lrs: dict[str, float] | None = None) -> tuple[torch.optim.Optimizer, LambdaLR]:
+                    lrs: dict[str, float] | None = None,
+                    diff_scale: Callable[[int], float] | None = None,
+                    ) -> tuple[torch.optim.Optimizer, LambdaLR]:
     """The optimiser and its schedule for ``num_training_steps`` steps (``lrs``: rates by group
-    name, overriding the config's)."""
+    name, overriding the config's; ``diff_scale``: see ``make_scheduler``)."""
     optimizer = make_optimizer(model, lrs=lrs)
-    return optimizer, make_scheduler(optimizer, num_training_steps, warmup_steps)
+    return optimizer, make_scheduler(optimizer, num_training_steps, warmup_steps, diff_scale)

@@ -30,7 +30,12 @@ from tqdm.auto import tqdm
 from diffprune.bank import TaskBank
 from diffprune.config import DiffPruneConfig
 from diffprune.data.tokenize import sequence_limit
-from diffprune.density_control import DensityController, end_target, gate_learning_rate
+from diffprune.density_control import (
+    DensityController,
+    diff_lr_scale,
+    end_target,
+    gate_learning_rate,
+)
 from diffprune.export import task_from_model
 from diffprune.loading import base_path, load_base
 from diffprune.model import DiffPruneModel
@@ -268,7 +273,8 @@ def _diff_model(run: _Run) -> DiffPruneModel:
     steps = run.steps(settings.epochs)
     start = model.expected_density()
     model.diffprune_config = _stage_one_config(run.config, steps, start)
-    optimizer, scheduler = build_optimizer(model, steps)
+    optimizer, scheduler = build_optimizer(
+        model, steps, diff_scale=diff_lr_scale(model.diffprune_config, steps, start))
     if run.progress is None:
         run.metrics["l0_expected_l0_start"] = model.expected_l0()
     control = DensityController.for_stage(model.diffprune_config, steps, start)
@@ -285,7 +291,9 @@ def _diff_model(run: _Run) -> DiffPruneModel:
         "steps": steps, "diff_lr": c.diff_lr, "head_lr": c.head_lr or c.diff_lr,
         "log_alpha_lr": c.log_alpha_lr, "group_log_alpha_lr": c.group_log_alpha_lr,
         "density_control": c.density_control, "l0_lambda": c.l0_lambda,
-        "target": end_target(c) if control is not None else None}}
+        "target": end_target(c) if control is not None else None,
+        "diff_lr_density_power": c.diff_lr_density_power if control is not None else 0.0,
+        "diff_lr_max_scale": c.diff_lr_max_scale}}
     if control is not None:
         run.metrics.update(density_target=end_target(model.diffprune_config),
                            l0_final_drift=control.drift,

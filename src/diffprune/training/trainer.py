@@ -19,7 +19,7 @@ import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from diffprune.config import DiffPruneConfig
-from diffprune.density_control import DensityController, gate_learning_rate
+from diffprune.density_control import DensityController, diff_lr_scale, gate_learning_rate
 from diffprune.model import DiffPruneModel
 from diffprune.optim import make_optimizer, make_scheduler
 from diffprune.training.checkpoint import trainable_state
@@ -181,6 +181,7 @@ class DiffPruneTrainer(Trainer):
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         optimizer = optimizer or self.optimizer
         model = self.model
+        diff_scale = None
         if model.stage == "gated" and self.lr_scheduler is None:
             # Density control needs the stage's length: the gates' rate follows from it.
             start, config = model.expected_density(), model.diffprune_config
@@ -190,9 +191,11 @@ class DiffPruneTrainer(Trainer):
                 if group.get("name") == "log_alpha":
                     group["lr"] = config.log_alpha_lr
             self.controller = DensityController.for_stage(config, num_training_steps, start)
+            diff_scale = diff_lr_scale(config, num_training_steps, start)
         if self.lr_scheduler is None:
             self.lr_scheduler = make_scheduler(optimizer, num_training_steps,
-                                               self.args.get_warmup_steps(num_training_steps))
+                                               self.args.get_warmup_steps(num_training_steps),
+                                               diff_scale)
         return self.lr_scheduler
 
     def compute_loss(self, model, inputs, return_outputs: bool = False, **kwargs: Any):
