@@ -147,8 +147,9 @@ def test_gate_rate_follows_the_step_count():
     assert gate_learning_rate(config, 100_000, 0.99) == config.log_alpha_lr  # already fast enough
 
 
-def test_w_rate_is_the_papers_unless_asked():
-    assert diff_lr_scale(DiffPruneConfig(), 100, 0.99) is None
+def test_w_rate_follows_the_density_by_default_and_is_the_papers_one_flag_away():
+    assert diff_lr_scale(DiffPruneConfig(), 100, 0.99)(70) == pytest.approx((0.01 / 0.99) ** -0.5)
+    assert diff_lr_scale(DiffPruneConfig(diff_lr_density_power=0), 100, 0.99) is None
     assert diff_lr_scale(DiffPruneConfig(density_control="fixed", diff_lr_density_power=0.5),
                          100, 0.99) is None
 
