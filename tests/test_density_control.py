@@ -173,7 +173,7 @@ def test_w_rate_rises_as_the_target_falls_and_stays_capped(power, top, density, 
 def test_the_scale_moves_only_the_diffs_rate():
     net = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 2))
     config = DiffPruneConfig(structured=True, fused=False, density=0.05, head_patterns=["^1\\."],
-                             diff_lr_density_power=0.5, diff_lr_max_scale=4.0)
+                             diff_lr_density_power=0.5)
     steps = 40
     plain_model = get_diffprune_model(net, config)
     scale = diff_lr_scale(config, steps, plain_model.expected_density())
