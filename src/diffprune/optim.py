@@ -59,13 +59,12 @@ def make_scheduler(optimizer: torch.optim.Optimizer, num_training_steps: int,
     ``diff_scale`` (density_control.diff_lr_scale) multiplies the diff group's decay."""
     decay = linear_decay(num_training_steps, warmup_steps)
 
-    def scaled(step: int) -> float:
-        return decay(step) * diff_scale(step)
-
     def factor(name: str | None):
         if name in ("log_alpha", "group_log_alpha"):
             return lambda step: 1.0
-        return scaled if name == "diff" and diff_scale is not None else decay
+        if name == "diff" and diff_scale is not None:
+            return lambda step: decay(step) * diff_scale(step)
+        return decay
 
     return LambdaLR(optimizer, [factor(g.get("name")) for g in optimizer.param_groups])
 
