@@ -111,13 +111,18 @@ def test_packed_adamw_is_the_same_bits(n, seed, scale):
                              (torch.rand(n, generator=g) * scale * scale).bfloat16())
     hyper = torch.tensor([0.999, 0.9, 0.1, 0.999, 0.001, 2e-3, 0.05, 1e-8])
     seed_t = torch.tensor(seed, dtype=torch.int32)
-    ref_p, ref_mv = p.clone(), mv.clone()
+    p0, ref_p, ref_mv = p.clone(), p.clone(), mv.clone()
     compact_adamw._packed_step_math(ref_p, grad, ref_mv, hyper, seed_t)
     ieee_p, _, _ = _ieee_packed_step(p, grad, mv, hyper, seed)
     native.packed_adamw(p, grad, mv, hyper, seed_t)
     assert torch.equal(mv, ref_mv)
     assert torch.equal(p, ieee_p)
-    torch.testing.assert_close(p, ref_p, rtol=1e-6, atol=0)
+    # The eager step may round its sqrt a last bit differently: a few float32 ulps of the two
+    # terms p·(1 - lr·wd) and the update. Where they nearly cancel, that is a large relative
+    # change of a tiny result, so the bound is on the terms, not on the result.
+    decayed = p0 * hyper[0]
+    terms = decayed.abs() + (decayed - ref_p).abs()
+    assert ((p - ref_p).abs() <= 4 * torch.finfo(torch.float32).eps * terms).all()
 
 
 def test_results_do_not_depend_on_the_thread_count():
