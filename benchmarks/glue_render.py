@@ -203,8 +203,9 @@ def layout_table(matrix: dict[str, list[dict]]) -> str:
     """Per pruned run at seed 0: the density L0 training reached (Table 3), all-zero tensors."""
     lines = ["| method | task | density before projection | all-zero tensors |",
              "|---|---|---|---|"]
-    for method in ALL_PRUNED:
-        for r in sorted(matrix.get(method, []), key=lambda r: (r["task"], r["seed"])):
+    for method in [m for m in ALL_PRUNED if m in matrix] + [m for m in matrix
+                                                           if m.endswith(f"-{HELD}")]:
+        for r in sorted(matrix[method], key=lambda r: (r["task"], r["seed"])):
             if "per_tensor" not in r or r["seed"] != 0:
                 continue
             rows = r["per_tensor"]
@@ -333,16 +334,26 @@ def projection_table(folder: Path) -> str:
     return "\n".join(lines) if len(lines) > 2 else "Not run yet."
 
 
+# The folders of the diff rows trained before stage 1's w rate followed the density.
+HELD = "w-rate-held"
+
+
 def side_matrix(results: Path, name: str) -> tuple[dict[str, list[dict]], dict]:
     """A matrix kept beside Table 1's (``glue-<name>/``): its runs and its summary."""
     matrix = load_runs(results / f"glue-{name}")
     return matrix, summarise(matrix)
 
 
-def fulldata_section(matrix: dict[str, list[dict]], summary: dict, data_dir: Path) -> str:
-    """The matrix on whole training sets (``glue_matrix.py fulldata``), where it has run."""
+def fulldata_section(results: Path, data_dir: Path) -> str:
+    """The matrix on whole training sets (``glue_matrix.py fulldata``), where it has run, with
+    the diff rows trained before stage 1's w rate followed the density
+    (``glue-fulldata-w-rate-held/``) as rows of their own."""
+    matrix = load_runs(results / "glue-fulldata")
     if not matrix:
         return "Not run yet."
+    held = load_runs(results / f"glue-fulldata-{HELD}")
+    matrix = in_order({**matrix, **{f"{m}-{HELD}": rs for m, rs in held.items()}})
+    summary = summarise(matrix)
     runs = [r for rs in matrix.values() for r in rs]
     return "\n\n".join([
         f"{len(runs)} runs: {devices_line(runs)}. The majority class is now that of each whole "
@@ -376,10 +387,6 @@ def grouped_section(matrix: dict[str, list[dict]], summary: dict, density: dict[
                  "own runs at the same seeds):\n\n"
                  + (density_table(points) if points else "Not run yet."))
     return "\n\n".join(parts).strip()
-
-
-# The folders of the diff rows trained before stage 1's w rate followed the density.
-HELD = "w-rate-held"
 
 
 def held_section(results: Path, grouped: dict[str, list[dict]], data_dir: Path) -> str:
@@ -588,7 +595,7 @@ def render(results: Path, rates: dict, data_dir: Path, figures: Path | None = No
         diagnostics=diagnostics_table(results / "glue-diagnostics", results / "glue",
                                       results / "glue-longer", results / "glue-density"),
         projection=projection_table(results / "glue-diagnostics" / "projection"),
-        fulldata=fulldata_section(*sides["fulldata"], data_dir),
+        fulldata=fulldata_section(results, data_dir),
         longer=longer_section(*sides["longer"], matrix),
         grouped=grouped_section(*sides["grouped"], grouped_density, data_dir),
         held=held_section(results, sides["grouped"][0], data_dir))

@@ -15,13 +15,16 @@ from pathlib import Path
 
 TASKS = ("rte", "mrpc", "stsb", "cola", "sst2")
 TASK_TITLES = {"rte": "RTE", "mrpc": "MRPC", "stsb": "STS-B", "cola": "CoLA", "sst2": "SST-2"}
-ORDER = ("full", "diff-structured", "diff", "nonadaptive", "diff-structured-fixed", "diff-fixed",
-         "houlsby", "lora", "lora-pooler", "lora-matched", "bitfit", "last-layer")
+ORDER = ("full", "diff-structured", "diff", "nonadaptive", "diff-structured-w-rate-held",
+         "diff-w-rate-held", "diff-structured-fixed", "diff-fixed", "houlsby", "lora", "lora-pooler", "lora-matched", "bitfit", "last-layer")
 PRUNED = ("diff-structured", "diff", "nonadaptive")
 # The same three with the paper's fixed λ for the L0 methods (the rows before density control).
 PRUNED_FIXED = ("diff-structured-fixed", "diff-fixed", "nonadaptive")
 LABELS = {"diff-structured-fixed": "diff-structured, paper's fixed λ",
-          "diff-fixed": "diff, paper's fixed λ", "lora-pooler": "lora + pooler"}
+          "diff-fixed": "diff, paper's fixed λ", "lora-pooler": "lora + pooler",
+          # runs of the default from before stage 1's w rate followed the density
+          "diff-structured-w-rate-held": "diff-structured, stage 1's w rate held",
+          "diff-w-rate-held": "diff, stage 1's w rate held"}
 CONTROLLED = ("diff-structured", "diff")  # rows whose stage 1 steers to a density target
 ALL_PRUNED = (*PRUNED, "diff-structured-fixed", "diff-fixed")
 

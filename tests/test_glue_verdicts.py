@@ -133,3 +133,26 @@ def test_a_verdict_line_says_met_missed_or_nothing():
     assert verdict_lines(claim_verdicts(summary, {})).endswith("— missed.")
     summary["diff-structured"] = _row(stsb=71.0)
     assert verdict_lines(claim_verdicts(summary, {})).endswith("— met.")
+
+
+def test_whole_data_rows_of_the_held_w_rate_stand_beside_the_default_not_for_it(tmp_path):
+    """Runs trained before stage 1's w rate followed the density are rows of their own, and the
+    goals' verdicts read the default's rows only."""
+    import json
+
+    from glue_render import fulldata_section
+
+    def put(folder, method, final):
+        path = tmp_path / folder / method / "stsb-seed0.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps(_run(method, "stsb", 0, final)))
+
+    put("glue-fulldata", "full", 86.0)
+    put("glue-fulldata", "diff-structured", 85.0)
+    put("glue-fulldata-w-rate-held", "diff-structured", 87.0)
+    text = fulldata_section(tmp_path, tmp_path)
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines()
+            if line.startswith("| ")}
+    assert "| 85.0 |" in rows["diff-structured"]
+    assert "| 87.0 |" in rows["diff-structured, stage 1's w rate held"]
+    assert "-1.00 points" in text and "+1.00 points" not in text
