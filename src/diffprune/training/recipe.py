@@ -18,6 +18,7 @@ import logging
 import os
 import resource
 import shutil
+import statistics
 import time
 import warnings
 from dataclasses import asdict, replace
@@ -61,6 +62,11 @@ from diffprune.training.checkpoint import (
 )
 from diffprune.training.data import load_task_data, make_loader
 from diffprune.training.evaluate import evaluate
+from diffprune.training.health import (
+    constant_answer_loss,
+    open_gates_warning,
+    unlearned_warning,
+)
 from diffprune.training.settings import TrainSettings
 from diffprune.training.stage import Stage, StageContext, StageState, run_stage
 
@@ -224,6 +230,7 @@ def train_task(config: DiffPruneConfig, settings: TrainSettings,
                        processes=acc.num_processes)
     if settings.method == "full":
         state = run.full_finetune(run.base)
+        _warn_if_unlearned(run, state, "full finetuning", "--full-lr", settings.full_lr)
         final = state.best_scores
         if acc.is_main_process:
             folder = run.folder.staged(FULL_MODEL)
@@ -304,7 +311,7 @@ def _diff_model(run: _Run) -> DiffPruneModel:
                                  steps)
     if warning:
         run.log(warning)
-        run.metrics["warnings"] = [warning]
+        run.metrics.setdefault("warnings", []).append(warning)
     # Every process must draw the same final diff: reseed, so they project identically.
     torch.manual_seed(settings.seed + 1)
     run.metrics["nonzeros"] = model.project()
@@ -324,26 +331,6 @@ def _stage_one_config(config: DiffPruneConfig, steps: int, start: float) -> Diff
                    group_log_alpha_lr=config.group_log_alpha_lr or config.log_alpha_lr)
 
 
-# The paper's runs end L0 training at 0.6-3.3% expected density for a 0.5% budget (at most
-# about 7x); past 10x, projection throws away most of what the gates kept.
-OPEN_GATES_FACTOR = 10
-
-
-def open_gates_warning(density_before: float, budget: float, steps: int) -> str | None:
-    """A warning when L0 training ended far above the budget, else None.
-
-    With few steps (a small training set) the gates barely move from their open start, and the
-    projection then keeps the top entries of a dense diff: the method degrades to non-adaptive
-    pruning of a briefly trained diff (BENCHMARKS.md measures this on 1,000-example tasks).
-    """
-    if density_before <= OPEN_GATES_FACTOR * budget:
-        return None
-    return (f"warning: after {steps} L0 steps {density_before:.1%} of the diff is still "
-            f"expected nonzero, {density_before / budget:.0f}x the {budget:.2%} budget, so the "
-            f"projection drops most of it. Train longer (more epochs or a smaller batch), or "
-            f"close the gates faster with a larger --log-alpha-lr or --l0-lambda.")
-
-
 def _fixed_mask(run: _Run, model: DiffPruneModel) -> dict:
     """Fixed-mask finetuning of the kept values and the head; returns the best dev scores."""
     if run.progress is None:
@@ -354,12 +341,25 @@ def _fixed_mask(run: _Run, model: DiffPruneModel) -> dict:
     optimizer, scheduler = build_optimizer(model, steps, lrs=lrs)
     stage = Stage("mask", "fixed-mask", steps, select_best=True, clip=model.clip_grad_norms)
     state = run.stage(stage, model, optimizer, scheduler)
+    _warn_if_unlearned(run, state, "fixed-mask", "--mask-lr", settings.mask_lr)
     run.metrics.update(mask_steps=steps, best_step=state.best_step)
     run.metrics["stages"] = {**run.metrics.get("stages", {}), "mask": {
         "steps": steps, "lr": settings.mask_lr, "head_lr": settings.mask_lr,
         "max_grad_norm": model.diffprune_config.diff_max_grad_norm,
         "weight_decay": model.diffprune_config.weight_decay, "best_step": state.best_step}}
     return state.best_scores
+
+
+def _warn_if_unlearned(run: _Run, state: StageState, stage: str, flag: str, lr: float) -> None:
+    """Say so when the final stage's last epoch ended no better than a constant answer."""
+    recent = state.losses[-run.steps(1.0):]
+    if not recent:
+        return
+    constant = constant_answer_loss(run.data.train.labels, run.spec.labels is None)
+    warning = unlearned_warning(statistics.mean(recent), constant, stage, flag, lr)
+    if warning:
+        run.log(warning)
+        run.metrics.setdefault("warnings", []).append(warning)
 
 
 def _export(run: _Run, model: DiffPruneModel, scores: dict) -> None:
