@@ -45,8 +45,14 @@ def measure() -> dict:
                             text=True).stdout.strip()
     return {"command": COMMAND, "date": time.strftime("%Y-%m-%d"),
             "machine": info["machine"], "commit": commit,
-            "wall_seconds": round(wall), "printed": done.stdout.strip().splitlines()[-3:],
+            "wall_seconds": round(wall), "printed": summary_lines(done.stdout),
             "metrics": {k: metrics[k] for k in KEPT_METRICS if k in metrics}}
+
+
+def summary_lines(stdout: str) -> list[str]:
+    """What a user reads at the end: the run's warnings, then its last three lines."""
+    lines = stdout.strip().splitlines()
+    return [line for line in lines[:-3] if line.startswith("warning:")] + lines[-3:]
 
 
 def block(record: dict) -> str:

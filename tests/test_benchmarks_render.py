@@ -44,3 +44,13 @@ def test_the_readme_first_command_block_is_its_record():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert f"{first.START}\n{first.block(record)}\n{first.END}" in readme
     assert record["command"] in readme  # the command the README tells a user to run
+
+
+def test_the_first_commands_record_keeps_its_warnings_and_last_lines():
+    import readme_first_command as first
+
+    stdout = "\n".join(["L0 training: step 25", "warning: stuck", "fixed-mask: step 312",
+                        "task file: x", "L0 training ended at 1%", "dev accuracy: 50"])
+    assert first.summary_lines(stdout) == ["warning: stuck", "task file: x",
+                                           "L0 training ended at 1%", "dev accuracy: 50"]
+    assert first.summary_lines("a\nb\nc") == ["a", "b", "c"]
