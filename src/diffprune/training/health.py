@@ -50,6 +50,6 @@ def unlearned_warning(last_epoch_loss: float, constant_loss: float, stage: str, 
         return None
     return (f"warning: the {stage} stage's mean training loss over its last epoch, "
             f"{last_epoch_loss:.4f}, is no better than always giving the same answer "
-            f"({constant_loss:.4f}): the model has not learned from the training set, and its "
-            f"dev score is chance. A lower rate often lets it start (try {flag} {lr / 3:.2g}, a "
-            f"third of {lr:g}), as do more examples or epochs.")
+            f"({constant_loss:.4f}): the model has not learned from the training set. A lower "
+            f"rate often lets it start (try {flag} {lr / 3:.2g}, a third of {lr:g}), as do more "
+            f"examples or epochs.")

@@ -352,7 +352,7 @@ def _fixed_mask(run: _Run, model: DiffPruneModel) -> dict:
 
 def _warn_if_unlearned(run: _Run, state: StageState, stage: str, flag: str, lr: float) -> None:
     """Say so when the final stage's last epoch ended no better than a constant answer."""
-    recent = state.losses[-run.steps(1.0):]
+    recent = state.losses[-max(1, run.steps(1.0)):]
     if not recent:
         return
     constant = constant_answer_loss(run.data.train.labels, run.spec.labels is None)
