@@ -135,6 +135,11 @@ class _Run:
             tqdm.write(line)
             self.logger.info(line)
 
+    def warn(self, warning: str) -> None:
+        """Log a warning and keep it in metrics.json's ``warnings``."""
+        self.log(warning)
+        self.metrics.setdefault("warnings", []).append(warning)
+
     def close_log(self) -> None:
         """Let go of the log file, so that it can move into place."""
         for handler in list(self.logger.handlers):
@@ -310,8 +315,7 @@ def _diff_model(run: _Run) -> DiffPruneModel:
     warning = open_gates_warning(run.metrics["density_before_projection"], run.config.density,
                                  steps)
     if warning:
-        run.log(warning)
-        run.metrics.setdefault("warnings", []).append(warning)
+        run.warn(warning)
     # Every process must draw the same final diff: reseed, so they project identically.
     torch.manual_seed(settings.seed + 1)
     run.metrics["nonzeros"] = model.project()
@@ -358,8 +362,7 @@ def _warn_if_unlearned(run: _Run, state: StageState, stage: str, flag: str, lr: 
     constant = constant_answer_loss(run.data.train.labels, run.spec.labels is None)
     warning = unlearned_warning(statistics.mean(recent), constant, stage, flag, lr)
     if warning:
-        run.log(warning)
-        run.metrics.setdefault("warnings", []).append(warning)
+        run.warn(warning)
 
 
 def _export(run: _Run, model: DiffPruneModel, scores: dict) -> None:
