@@ -8,6 +8,7 @@ from conftest import tiny_bert
 
 from diffprune import DiffPruneConfig, DiffPruneModel, TaskBank, get_diffprune_model, load_task
 from diffprune.training import DiffPruneTrainer, DiffPruneTrainingArguments
+from diffprune.training.health import UNLEARNED_MARGIN
 
 
 class _Rows(torch.utils.data.Dataset):
@@ -156,3 +157,39 @@ def test_saved_task_reloads_into_model_bank_and_merge_with_the_same_logits(tmp_p
         merged_logits = merged(input_ids=ids).logits
     assert torch.allclose(logits, bank_logits, atol=1e-5)
     assert torch.allclose(logits, merged_logits, atol=1e-5)
+
+
+def test_a_fixed_mask_stage_that_learns_nothing_warns_and_still_finishes(tmp_path):
+    """At a rate of 1e-9 nothing moves: the tiny model's near-zero logits answer the same for
+    every example, so the last epoch's loss is a constant answer's. The run says so, in the
+    Trainer's terms, and still ends in the fixed-mask stage with a task to save."""
+    model = _model()
+    args = _args(tmp_path, learning_rate=1e-9, head_learning_rate=1e-9, mask_learning_rate=1e-9)
+    trainer = DiffPruneTrainer(model, args, train_dataset=_Rows())
+    trainer.train()
+    (warning,) = trainer.warnings
+    assert "fixed-mask stage" in warning and "mask_learning_rate=3.3e-10" in warning
+    assert model.stage == "masked"
+    trainer.save_model(str(tmp_path / "task"))
+    assert (tmp_path / "task" / "diff.safetensors").exists()
+
+
+@pytest.mark.parametrize("accumulation", [1, 2])
+def test_the_watch_sees_the_losses_the_trainer_logs(tmp_path, accumulation):
+    """The check reads the same per-step losses the Trainer logs (micro-batches summed under
+    gradient accumulation) and the labels of every example of the stage."""
+    model = _model()
+    rows = _Rows()
+    args = _args(tmp_path, per_device_train_batch_size=4, gradient_accumulation_steps=accumulation,
+                 mask_learning_rate=0.05)
+    trainer = DiffPruneTrainer(model, args, train_dataset=rows)
+    trainer.train()
+    logged = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    watched = [float(x) for x in trainer.watch.step_losses]
+    assert len(watched) == len(logged) == 2 * len(rows) // (4 * accumulation)
+    assert watched == pytest.approx(logged, abs=1e-3)
+    assert trainer.watch.tally.tolist() == (2 * torch.bincount(rows.labels)).tolist()
+    shares = torch.bincount(rows.labels).double() / len(rows)
+    constant = float(-(shares * shares.log()).sum())
+    learned = trainer.watch.last_epoch_loss(2) < (1 - UNLEARNED_MARGIN) * constant
+    assert bool(trainer.warnings) != bool(learned)

@@ -1,12 +1,15 @@
 """Warnings for a run that ended without doing what it was for: gates left open before the
 projection, or a model that learned nothing from its training set. Each is logged and kept in
-metrics.json under ``warnings``; neither stops the run, whose results are still written."""
+metrics.json under ``warnings`` (``DiffPruneTrainer.warnings`` under the Trainer); neither stops
+the run, whose results are still written."""
 
 from __future__ import annotations
 
 import math
 import statistics
 from collections import Counter
+
+import torch
 
 # The paper's runs end L0 training at 0.6-3.3% expected density for a 0.5% budget (at most
 # about 7x); past 10x, projection throws away most of what the gates kept.
@@ -43,13 +46,66 @@ def constant_answer_loss(labels: list[int | float], regression: bool) -> float:
     return -sum(p * math.log(p) for p in shares)
 
 
-def unlearned_warning(last_epoch_loss: float, constant_loss: float, stage: str, flag: str,
-                      lr: float) -> str | None:
-    """A warning when the final stage's last epoch ended no better than a constant answer."""
+def constant_answer_loss_from_tally(tally: torch.Tensor, regression: bool) -> float:
+    """``constant_answer_loss`` from a ``LossWatch`` tally: class counts for classification,
+    (count, sum, sum of squares) for regression."""
+    tally = tally.double().cpu()
+    if regression:
+        n, total, squares = tally.tolist()
+        return max(0.0, squares / n - (total / n) ** 2) if n else 0.0
+    shares = tally[tally > 0] / tally.sum()
+    return float(-(shares * shares.log()).sum())
+
+
+class LossWatch:
+    """A Trainer stage's loss per optimizer step and a tally of its training labels, kept on
+    their device so that watching costs no synchronisation per step."""
+
+    def __init__(self, num_labels: int, regression: bool) -> None:
+        self.num_labels, self.regression = num_labels, regression
+        self.step_losses: list[torch.Tensor] = []
+        self.tally: torch.Tensor | None = None
+        self._pending: torch.Tensor | None = None
+
+    def add(self, loss: torch.Tensor, labels: torch.Tensor | None) -> None:
+        """One micro-batch: its loss (already divided for gradient accumulation) and labels."""
+        loss = loss.detach().float()
+        self._pending = loss if self._pending is None else self._pending + loss
+        if labels is None:
+            return
+        labels = labels.detach().reshape(-1)
+        if self.regression:
+            labels = labels.double()
+            part = torch.stack([torch.ones_like(labels).sum(), labels.sum(), labels.square().sum()])
+        else:
+            kept = labels[labels >= 0].long()  # -100 marks an ignored label
+            part = torch.bincount(kept, minlength=self.num_labels).double()
+        self.tally = part if self.tally is None else self.tally + part
+
+    def end_step(self) -> None:
+        if self._pending is not None:
+            self.step_losses.append(self._pending)
+            self._pending = None
+
+    def last_epoch_loss(self, epochs: float) -> torch.Tensor | None:
+        """The mean loss over the stage's last epoch (all of it for a stage under one epoch)."""
+        if not self.step_losses:
+            return None
+        per_epoch = math.ceil(len(self.step_losses) / max(1.0, epochs))
+        return torch.stack(self.step_losses[-per_epoch:]).mean()
+
+
+def unlearned_warning(last_epoch_loss: float, constant_loss: float, stage: str,
+                      rate_setting: str, lr: float) -> str | None:
+    """A warning when the final stage's last epoch ended no better than a constant answer.
+
+    ``rate_setting`` says how the user sets the stage's rate, with ``{}`` for the value
+    (``"--mask-lr {}"`` for the CLI, ``"mask_learning_rate={}"`` for the Trainer).
+    """
     if not constant_loss > 0 or last_epoch_loss < (1 - UNLEARNED_MARGIN) * constant_loss:
         return None
     return (f"warning: the {stage} stage's mean training loss over its last epoch, "
             f"{last_epoch_loss:.4f}, is no better than always giving the same answer "
             f"({constant_loss:.4f}): the model has not learned from the training set. A lower "
-            f"rate often lets it start (try {flag} {lr / 3:.2g}, a third of {lr:g}), as do more "
-            f"examples or epochs.")
+            f"rate often lets it start (try {rate_setting.format(f'{lr / 3:.2g}')}, a third of "
+            f"{lr:g}), as do more examples or epochs.")

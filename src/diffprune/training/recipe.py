@@ -235,7 +235,7 @@ def train_task(config: DiffPruneConfig, settings: TrainSettings,
                        processes=acc.num_processes)
     if settings.method == "full":
         state = run.full_finetune(run.base)
-        _warn_if_unlearned(run, state, "full finetuning", "--full-lr", settings.full_lr)
+        _warn_if_unlearned(run, state, "full finetuning", "--full-lr {}", settings.full_lr)
         final = state.best_scores
         if acc.is_main_process:
             folder = run.folder.staged(FULL_MODEL)
@@ -345,7 +345,7 @@ def _fixed_mask(run: _Run, model: DiffPruneModel) -> dict:
     optimizer, scheduler = build_optimizer(model, steps, lrs=lrs)
     stage = Stage("mask", "fixed-mask", steps, select_best=True, clip=model.clip_grad_norms)
     state = run.stage(stage, model, optimizer, scheduler)
-    _warn_if_unlearned(run, state, "fixed-mask", "--mask-lr", settings.mask_lr)
+    _warn_if_unlearned(run, state, "fixed-mask", "--mask-lr {}", settings.mask_lr)
     run.metrics.update(mask_steps=steps, best_step=state.best_step)
     run.metrics["stages"] = {**run.metrics.get("stages", {}), "mask": {
         "steps": steps, "lr": settings.mask_lr, "head_lr": settings.mask_lr,
@@ -354,13 +354,14 @@ def _fixed_mask(run: _Run, model: DiffPruneModel) -> dict:
     return state.best_scores
 
 
-def _warn_if_unlearned(run: _Run, state: StageState, stage: str, flag: str, lr: float) -> None:
+def _warn_if_unlearned(run: _Run, state: StageState, stage: str, rate_setting: str,
+                       lr: float) -> None:
     """Say so when the final stage's last epoch ended no better than a constant answer."""
     recent = state.losses[-max(1, run.steps(1.0)):]
     if not recent:
         return
     constant = constant_answer_loss(run.data.train.labels, run.spec.labels is None)
-    warning = unlearned_warning(statistics.mean(recent), constant, stage, flag, lr)
+    warning = unlearned_warning(statistics.mean(recent), constant, stage, rate_setting, lr)
     if warning:
         run.warn(warning)
 

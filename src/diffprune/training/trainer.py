@@ -17,13 +17,17 @@ from typing import Any
 
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.utils import logging
 
 from diffprune.config import DiffPruneConfig
 from diffprune.density_control import DensityController, diff_lr_scale, gate_learning_rate
 from diffprune.model import DiffPruneModel
 from diffprune.optim import make_optimizer, make_scheduler
 from diffprune.training.checkpoint import trainable_state
+from diffprune.training.health import LossWatch, constant_answer_loss_from_tally, unlearned_warning
 from diffprune.training.settings import TrainSettings
+
+logger = logging.get_logger(__name__)
 
 _DEFAULTS = DiffPruneConfig()  # the built-in recipe: the Trainer's defaults are the CLI's
 _RUN_DEFAULTS = TrainSettings()
@@ -107,6 +111,8 @@ class _MethodCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         t = self.trainer
+        if t.watch is not None:
+            t.watch.end_step()
         if t.controller is not None and t.model.stage == "gated":
             t.model.drift_gates(t.controller.update(t.model.last_density()))
 
@@ -119,9 +125,11 @@ class DiffPruneTrainer(Trainer):
 
     After ``train()`` the model is in the fixed-mask stage (its best evaluated state, where an
     eval set was evaluated); ``save_model(directory)`` writes ``directory/diff.safetensors``.
-    ``stage_results`` holds each stage's ``TrainOutput`` and ``density_trace`` the controller's
-    record. With a plain ``TrainingArguments`` the method's own settings (gate rate and clip,
-    fixed-mask epochs and rate) come from ``DiffPruneTrainingArguments``' defaults.
+    ``stage_results`` holds each stage's ``TrainOutput``, ``density_trace`` the controller's
+    record and ``warnings`` what ``diffprune train`` would keep in metrics.json's (a fixed-mask
+    stage that ended no better than a constant answer; also logged). With a plain
+    ``TrainingArguments`` the method's own settings (gate rate and clip, fixed-mask epochs and
+    rate) come from ``DiffPruneTrainingArguments``' defaults.
     """
 
     def __init__(self, model: DiffPruneModel, args: TrainingArguments | None = None,
@@ -160,6 +168,8 @@ class DiffPruneTrainer(Trainer):
         self.controller: DensityController | None = None
         self.density_trace: list[dict] = []
         self.stage_results: dict[str, Any] = {}
+        self.warnings: list[str] = []
+        self.watch: LossWatch | None = None  # the last fixed-mask stage's losses and labels
         self._best: tuple[float, dict[str, torch.Tensor]] | None = None
         self._selecting = False
         self._lrs: dict[str, float] | None = None  # rates by group, overriding the config's
@@ -198,6 +208,13 @@ class DiffPruneTrainer(Trainer):
                                                diff_scale)
         return self.lr_scheduler
 
+    def training_step(self, model, inputs, *args: Any, **kwargs: Any) -> torch.Tensor:
+        labels = inputs.get(self.label_names[0]) if self.label_names else None
+        loss = super().training_step(model, inputs, *args, **kwargs)
+        if self.watch is not None:
+            self.watch.add(loss, labels)
+        return loss
+
     def compute_loss(self, model, inputs, return_outputs: bool = False, **kwargs: Any):
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, **kwargs)
         loss = loss + self.accelerator.unwrap_model(model).penalty()
@@ -226,7 +243,7 @@ class DiffPruneTrainer(Trainer):
             raise ValueError("DiffPruneTrainer does not resume Trainer checkpoints (they are "
                              "pickles); `diffprune train --resume` resumes bit for bit")
         model, method = self.model, self.method_args
-        result = None
+        result, self.watch, self.warnings = None, None, []
         if model.stage == "gated":
             result = self.stage_results["l0"] = super().train(**kwargs)
             if self.controller is not None:
@@ -241,13 +258,41 @@ class DiffPruneTrainer(Trainer):
             self.optimizer, self.lr_scheduler = None, None
             epochs, self.args.num_train_epochs = self.args.num_train_epochs, method.mask_epochs
             self._selecting, self._best = self.eval_dataset is not None, None
+            self.watch = self._new_watch()
             try:
                 result = self.stage_results["mask"] = super().train(**kwargs)
+                self._warn_if_unlearned(method)
             finally:
                 self.args.num_train_epochs, self._selecting = epochs, False
             if self._best is not None:
                 model.load_state_dict(self._best[1], strict=False)
         return result
+
+    def _new_watch(self) -> LossWatch | None:
+        config = self.model.base_model.config
+        problem = getattr(config, "problem_type", None)
+        if problem == "multi_label_classification":
+            return None  # a constant answer's loss is not the class shares' entropy there
+        regression = problem == "regression" or (problem is None and config.num_labels == 1)
+        return LossWatch(config.num_labels, regression)
+
+    def _warn_if_unlearned(self, method: DiffPruneTrainingArguments) -> None:
+        """The check ``diffprune train`` makes, on every process's steps and labels alike."""
+        watch = self.watch
+        if watch is None or watch.tally is None:
+            return
+        loss = watch.last_epoch_loss(method.mask_epochs)
+        if loss is None:
+            return
+        loss = self.accelerator.reduce(loss, reduction="mean")
+        tally = self.accelerator.reduce(watch.tally, reduction="sum")
+        constant = constant_answer_loss_from_tally(tally, watch.regression)
+        warning = unlearned_warning(float(loss), constant, "fixed-mask",
+                                    "mask_learning_rate={}", method.mask_learning_rate)
+        if warning:
+            self.warnings.append(warning)
+            if self.is_world_process_zero():
+                logger.warning(warning)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Write the task file ``output_dir/diff.safetensors`` (no pickle, no dense weights)."""
