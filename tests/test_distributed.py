@@ -1,8 +1,10 @@
-"""DDP through torchrun: 2 CPU processes (gloo) train one task and end with identical diffs."""
+"""DDP through torchrun: 2 CPU processes (gloo) train one task and end with identical diffs, and
+DiffPruneTrainer's end-of-run check agrees on every process."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -13,9 +15,10 @@ import torch
 from conftest import GLUE_DIR
 from safetensors.torch import load_file
 
-pytestmark = pytest.mark.skipif(not (GLUE_DIR / "RTE").is_dir(), reason="needs the GLUE data")
+needs_glue = pytest.mark.skipif(not (GLUE_DIR / "RTE").is_dir(), reason="needs the GLUE data")
 
 
+@needs_glue
 def test_two_processes_end_with_identical_diffs(tmp_path, tiny_base_dir):
     out = tmp_path / "run"
     worker = Path(__file__).with_name("ddp_train.py")
@@ -40,3 +43,25 @@ def test_two_processes_end_with_identical_diffs(tmp_path, tiny_base_dir):
     assert any(first[k].numel() == 0 for k in first if k.endswith("_indices"))
     # Only the main process writes the run's files: one report, printed once.
     assert result.stdout.count("dev accuracy:") == 1
+
+
+def test_the_trainer_checks_the_loss_over_every_process(tmp_path):
+    """Two processes each see half the batches; the warning, made from the losses and label
+    tallies of both, is the same on both and names the whole training set's constant loss."""
+    worker = Path(__file__).with_name("ddp_trainer.py")
+    labels = [0] * 24 + [1] * 8  # shares 3:1, so the constant answer's loss is not log 2
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(worker.parent)}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+         "--master-port", "29534", str(worker), str(tmp_path), json.dumps(labels)],
+        env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    first, second = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert first["processes"] == 2
+    # Each process saw its own share of the labels over the 2 fixed-mask epochs, in other
+    # proportions than the whole set's, so agreeing on the whole set's loss takes the sum.
+    assert [a + b for a, b in zip(first["own_tally"], second["own_tally"])] == [48, 16]
+    assert first["own_tally"][0] * 16 != first["own_tally"][1] * 48
+    assert first["warnings"] == second["warnings"] and len(first["warnings"]) == 1
+    constant = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
+    assert f"({constant:.4f})" in first["warnings"][0]
