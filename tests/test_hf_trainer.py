@@ -47,7 +47,7 @@ def test_one_train_call_runs_both_stages_and_honours_the_arguments(tmp_path, mon
 
     monkeypatch.setattr(DiffPruneModel, "clip_grad_norms", spy)
     args = _args(tmp_path, learning_rate=7e-3, weight_decay=0.01, max_grad_norm=0.5,
-                 mask_learning_rate=2e-3)
+                 mask_learning_rate=2e-3, mask_head_learning_rate=4e-3)
     trainer = DiffPruneTrainer(model, args, train_dataset=_Rows(), eval_dataset=_Rows(8))
     assert args.max_grad_norm == 0.5  # the caller's arguments are not changed
     trainer.train()
@@ -59,6 +59,7 @@ def test_one_train_call_runs_both_stages_and_honours_the_arguments(tmp_path, mon
     assert trainer.stage_results["l0"].global_step == 6
     groups = {g["name"]: g for g in trainer.optimizer.param_groups}
     assert groups["diff"]["initial_lr"] == 2e-3 and groups["diff"]["weight_decay"] == 0.01
+    assert groups["head"]["initial_lr"] == 4e-3
     assert model.diffprune_config.diff_lr == 7e-3  # the config keeps stage 1's rate (task file)
     assert trainer.density_trace and trainer.density_trace[0]["step"] == 1
 

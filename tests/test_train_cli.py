@@ -40,8 +40,11 @@ def _same_task(a, b):
 @pytest.mark.parametrize("method", ["diff-structured", "diff", "nonadaptive"])
 def test_methods_write_task_file_metrics_and_log(tmp_path, tiny_base_dir, method, capsys):
     out = tmp_path / method
-    assert _train(tiny_base_dir, out, "--method", method, "--mask-lr", "1e-3") == 0
+    assert _train(tiny_base_dir, out, "--method", method, "--mask-lr", "1e-3",
+                  "--mask-head-lr", "2e-3") == 0
     metrics = json.loads((out / "metrics.json").read_text())
+    mask_stage = metrics["stages"]["mask"]
+    assert (mask_stage["lr"], mask_stage["head_lr"]) == (1e-3, 2e-3)
     task = load_task(out / "diff.safetensors")
     assert metrics["method"] == method and task.nonzeros == metrics["nonzeros"]
     assert metrics["density_after_projection"] == pytest.approx(0.05, rel=1e-3)

@@ -341,14 +341,15 @@ def _fixed_mask(run: _Run, model: DiffPruneModel) -> dict:
         run.metrics["dev_after_projection"] = run.score(model)[1]
     settings = run.settings
     steps = run.steps(settings.mask_epochs)
-    lrs = {"diff": settings.mask_lr, "head": settings.mask_lr}  # its own rate, not the L0 one
+    head_lr = settings.mask_head_lr or settings.mask_lr
+    lrs = {"diff": settings.mask_lr, "head": head_lr}  # its own rates, not the L0 ones
     optimizer, scheduler = build_optimizer(model, steps, lrs=lrs)
     stage = Stage("mask", "fixed-mask", steps, select_best=True, clip=model.clip_grad_norms)
     state = run.stage(stage, model, optimizer, scheduler)
     _warn_if_unlearned(run, state, "fixed-mask", "--mask-lr {}", settings.mask_lr)
     run.metrics.update(mask_steps=steps, best_step=state.best_step)
     run.metrics["stages"] = {**run.metrics.get("stages", {}), "mask": {
-        "steps": steps, "lr": settings.mask_lr, "head_lr": settings.mask_lr,
+        "steps": steps, "lr": settings.mask_lr, "head_lr": head_lr,
         "max_grad_norm": model.diffprune_config.diff_max_grad_norm,
         "weight_decay": model.diffprune_config.weight_decay, "best_step": state.best_step}}
     return state.best_scores

@@ -58,6 +58,9 @@ class TrainSettings:
     mask_lr: float = _field(
         3e-3, "Fixed-mask stage: learning rate of the kept values and the head (linear decay; "
         "the paper: 5e-5).", low=0, open_low=True)
+    mask_head_lr: float | None = _field(
+        None, "Fixed-mask stage: learning rate of the task head (default: --mask-lr).",
+        low=0, open_low=True)
     full_lr: float = _field(
         1.5e-4, "Full finetuning (full and nonadaptive): learning rate.", low=0, open_low=True)
     full_max_grad_norm: float = _field(

@@ -66,6 +66,10 @@ class DiffPruneTrainingArguments(TrainingArguments):
         default=_RUN_DEFAULTS.mask_lr,
         metadata={"help": "Fixed-mask stage: learning rate of the kept values and the head "
                           "(linear decay)."})
+    mask_head_learning_rate: float | None = field(
+        default=_RUN_DEFAULTS.mask_head_lr,
+        metadata={"help": "Fixed-mask stage: learning rate of the task head (None = "
+                          "mask_learning_rate)."})
 
 
 def _plain(value: Any) -> str:
@@ -254,7 +258,8 @@ class DiffPruneTrainer(Trainer):
         if method.mask_epochs > 0:
             # The fixed-mask stage's own rate, without changing the config stage 1 used (the
             # task file records that config).
-            self._lrs = {"diff": method.mask_learning_rate, "head": method.mask_learning_rate}
+            self._lrs = {"diff": method.mask_learning_rate,
+                         "head": method.mask_head_learning_rate or method.mask_learning_rate}
             self.optimizer, self.lr_scheduler = None, None
             epochs, self.args.num_train_epochs = self.args.num_train_epochs, method.mask_epochs
             self._selecting, self._best = self.eval_dataset is not None, None
