@@ -77,6 +77,9 @@ def test_a_tally_over_batches_gives_the_loss_of_the_whole_label_list(batches):
     kept = [y for batch in batches for y in batch if y >= 0]
     expected = constant_answer_loss(kept, regression=False) if kept else 0.0
     assert constant_answer_loss_from_tally(watch.tally, False) == pytest.approx(expected, abs=1e-9)
+    # A label past the model's classes (a language model's token id) leaves no known answer.
+    watch.add(torch.tensor(0.0), torch.tensor([4]))
+    assert constant_answer_loss_from_tally(watch.tally, False) is None
 
 
 @given(st.lists(st.lists(st.floats(0, 5, allow_nan=False), min_size=1, max_size=20),

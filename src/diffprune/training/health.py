@@ -46,14 +46,18 @@ def constant_answer_loss(labels: list[int | float], regression: bool) -> float:
     return -sum(p * math.log(p) for p in shares)
 
 
-def constant_answer_loss_from_tally(tally: torch.Tensor, regression: bool) -> float:
-    """``constant_answer_loss`` from a ``LossWatch`` tally: class counts for classification,
-    (count, sum, sum of squares) for regression."""
+def constant_answer_loss_from_tally(tally: torch.Tensor, regression: bool) -> float | None:
+    """``constant_answer_loss`` from a ``LossWatch`` tally: (count, sum, sum of squares) for
+    regression; for classification the count of each class and, last, of labels past the
+    model's classes (a language model's token ids), where no answer is known (None)."""
     tally = tally.double().cpu()
     if regression:
         n, total, squares = tally.tolist()
         return max(0.0, squares / n - (total / n) ** 2) if n else 0.0
-    shares = tally[tally > 0] / tally.sum()
+    if tally[-1] > 0:
+        return None
+    counts = tally[:-1]
+    shares = counts[counts > 0] / counts.sum()
     return float(-(shares * shares.log()).sum())
 
 
@@ -73,13 +77,15 @@ class LossWatch:
         self._pending = loss if self._pending is None else self._pending + loss
         if labels is None:
             return
-        labels = labels.detach().reshape(-1)
+        labels = labels.detach().reshape(-1).to(loss.device)
         if self.regression:
             labels = labels.double()
             part = torch.stack([torch.ones_like(labels).sum(), labels.sum(), labels.square().sum()])
         else:
             kept = labels[labels >= 0].long()  # -100 marks an ignored label
-            part = torch.bincount(kept, minlength=self.num_labels).double()
+            # one bin past the classes catches any other label without a sync to look at it
+            kept = kept.clamp_max(self.num_labels)
+            part = torch.bincount(kept, minlength=self.num_labels + 1).double()
         self.tally = part if self.tally is None else self.tally + part
 
     def end_step(self) -> None:

@@ -274,7 +274,9 @@ class DiffPruneTrainer(Trainer):
         return result
 
     def _new_watch(self) -> LossWatch | None:
-        config = self.model.base_model.config
+        config = getattr(self.model.base_model, "config", None)
+        if config is None or not hasattr(config, "num_labels"):
+            return None  # a model of one's own: no known head to judge a constant answer by
         problem = getattr(config, "problem_type", None)
         if problem == "multi_label_classification":
             return None  # a constant answer's loss is not the class shares' entropy there
@@ -292,6 +294,8 @@ class DiffPruneTrainer(Trainer):
         loss = self.accelerator.reduce(loss, reduction="mean")
         tally = self.accelerator.reduce(watch.tally, reduction="sum")
         constant = constant_answer_loss_from_tally(tally, watch.regression)
+        if constant is None:
+            return
         warning = unlearned_warning(float(loss), constant, "fixed-mask",
                                     "mask_learning_rate={}", method.mask_learning_rate)
         if warning:
