@@ -82,10 +82,14 @@ class LossWatch:
             labels = labels.double()
             part = torch.stack([torch.ones_like(labels).sum(), labels.sum(), labels.square().sum()])
         else:
-            kept = labels[labels >= 0].long()  # -100 marks an ignored label
-            # one bin past the classes catches any other label without a sync to look at it
-            kept = kept.clamp_max(self.num_labels)
-            part = torch.bincount(kept, minlength=self.num_labels + 1).double()
+            # Bins: the classes, one for any other label, one for ignored ones (-100). A
+            # scatter into fixed bins needs no sync (masking or bincount would size on host).
+            labels = labels.long()
+            bins = torch.where(labels >= 0, labels.clamp_max(self.num_labels),
+                               self.num_labels + 1)
+            counts = torch.zeros(self.num_labels + 2, dtype=torch.float64, device=labels.device)
+            counts.scatter_add_(0, bins, torch.ones_like(bins, dtype=torch.float64))
+            part = counts[:-1]
         self.tally = part if self.tally is None else self.tally + part
 
     def end_step(self) -> None:
