@@ -671,6 +671,12 @@ several points from one draw to the next.
 
 {grouped}
 
+Where the order of the pruned methods breaks, it is unstructured diff pruning against
+non-adaptive pruning on RTE, in the mean of three seeds: the diff methods' first stage stays at
+chance on RTE at the sweep's rates, while non-adaptive pruning starts from full finetuning. A
+lower fixed-mask rate lets RTE learn but costs STS-B, at its own size as at RTE's; tried so far,
+with the runs: [the note](docs/notes/2026-12-06-fixed-mask-rate-size-or-task.md).
+
 ### The same table with stage 1's w rate held
 
 Stage 1 used to train w at the paper's linearly decaying rate while the gates closed, and the
