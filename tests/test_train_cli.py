@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 from conftest import GLUE_DIR
+from safetensors.torch import load_file
 
 from diffprune.cli.main import main
 from diffprune.model import DiffPruneModel
@@ -44,7 +45,9 @@ def test_methods_write_task_file_metrics_and_log(tmp_path, tiny_base_dir, method
                   "--mask-head-lr", "2e-3") == 0
     metrics = json.loads((out / "metrics.json").read_text())
     mask_stage = metrics["stages"]["mask"]
-    assert (mask_stage["lr"], mask_stage["head_lr"]) == (1e-3, 2e-3)
+    # The rates the kept result ran at: a third of them after a retry of an unlearned stage.
+    divisor = 3 if "retry" in metrics else 1
+    assert (mask_stage["lr"], mask_stage["head_lr"]) == (1e-3 / divisor, 2e-3 / divisor)
     task = load_task(out / "diff.safetensors")
     assert metrics["method"] == method and task.nonzeros == metrics["nonzeros"]
     assert metrics["density_after_projection"] == pytest.approx(0.05, rel=1e-3)
@@ -90,18 +93,82 @@ def test_open_gates_warning_only_past_ten_times_the_budget():
     assert "126 L0 steps" in warning and "96.0%" in warning and "192x" in warning
 
 
+@pytest.mark.parametrize("retry", [True, False])
 def test_a_run_that_learns_nothing_says_so_and_still_writes_its_results(tmp_path, tiny_base_dir,
-                                                                         capsys):
+                                                                         capsys, retry):
     # A rate of 1e-9 moves nothing: the tiny model's near-zero logits answer the same for every
-    # example, which no constant answer beats.
+    # example, which no constant answer beats. The retry at a third of the rate cannot help, so
+    # the run warns with the rate it ended at.
     out = tmp_path / "stuck"
+    flag = "--retry-unlearned" if retry else "--no-retry-unlearned"
     assert _train(tiny_base_dir, out, "--method", "full", "--epochs", "1",
-                  "--full-lr", "1e-9") == 0
+                  "--full-lr", "1e-9", flag) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     (warning,) = metrics["warnings"]
-    assert "full finetuning stage" in warning and "--full-lr 3.3e-10" in warning
-    assert warning in (out / "train.log").read_text() and warning in capsys.readouterr().out
+    log = (out / "train.log").read_text()
+    assert "full finetuning stage" in warning
+    assert ("--full-lr 1.1e-10" if retry else "--full-lr 3.3e-10") in warning
+    assert warning in log and warning in capsys.readouterr().out
+    assert ("full finetuning (retry)" in log) == retry == ("retry" in metrics)
+    assert metrics["stages"]["full"]["lr"] == (1e-9 / 3 if retry else 1e-9)
+    if retry:
+        assert metrics["retry"]["stage"] == "full" and metrics["retry"]["first_lr"] == 1e-9
+        assert metrics["retry"]["first_last_epoch_loss"] >= 0.98 * metrics["retry"][
+            "constant_answer_loss"]
     assert (out / "model" / "model.safetensors").is_file()
+    assert not (out / ".incoming").exists()  # the stage's starting state went with the run
+
+
+def _tiny_base_without_dropout(folder):
+    """The tiny base with dropout off: a stage then draws nothing at random, so two runs that
+    start it from the same state and rates must agree bit for bit."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from diffprune.loading import default_model_path
+
+    tokenizer = AutoTokenizer.from_pretrained(default_model_path())
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=16, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=32, max_position_embeddings=64,
+                        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+# 3 * 2**-10 divides by 3 exactly, so the retry's rate equals the second run's to the bit.
+@pytest.mark.parametrize("method", ["diff-structured", "full"])
+def test_the_retry_is_the_stage_again_from_its_start_at_a_third_of_the_rate(tmp_path, method):
+    base = _tiny_base_without_dropout(tmp_path / "base")
+    rate = "--mask-lr" if method != "full" else "--full-lr"
+    retried, direct = tmp_path / "retried", tmp_path / "direct"
+    assert _train(base, retried, "--method", method, rate, str(3 * 2**-10)) == 0
+    assert _train(base, direct, "--method", method, rate, str(2**-10),
+                  "--no-retry-unlearned") == 0
+    a, b = (json.loads((d / "metrics.json").read_text()) for d in (retried, direct))
+    assert a["retry"]["first_lr"] == 3 * 2**-10 and "retry" not in b
+    assert a["dev"] == b["dev"]
+    assert a["best_step" if method != "full" else "full_best_step"] == \
+        b["best_step" if method != "full" else "full_best_step"]
+    if method == "full":
+        first, second = (load_file(d / "model" / "model.safetensors") for d in (retried, direct))
+        assert first.keys() == second.keys()
+        assert all(torch.equal(first[k], second[k]) for k in first)
+    else:
+        _same_task(retried, direct)
+
+
+def test_a_stage_that_learns_runs_once(tmp_path, tiny_base_dir):
+    # At a high rate over 16 epochs the tiny model fits its 48 examples (a last-epoch loss near
+    # 0.13): no retry, and the run is the same as one with the retry off.
+    runs = {flag: tmp_path / flag for flag in ("--retry-unlearned", "--no-retry-unlearned")}
+    for flag, out in runs.items():
+        assert _train(tiny_base_dir, out, "--method", "full", "--epochs", "16",
+                      "--full-lr", "3e-3", flag) == 0
+    a, b = (json.loads((d / "metrics.json").read_text()) for d in runs.values())
+    assert "retry" not in a and "retry" not in a.get("stages", {})
+    assert a["dev"] == b["dev"] and a["stages"]["full"]["lr"] == 3e-3
+    assert "(retry)" not in (runs["--retry-unlearned"] / "train.log").read_text()
 
 
 def test_full_finetuning_then_eval_and_predict(tmp_path, tiny_base_dir, capsys):
@@ -184,6 +251,30 @@ def test_resume_continues_a_killed_run_to_the_same_result(tmp_path, tiny_base_di
     for key in ("dev", "dev_after_l0", "dev_after_projection", "best_step", "l0_last_loss",
                 "density_before_projection", "l0_final_drift", "density_trace"):
         assert a[key] == b[key], key
+
+
+# With the retry, the fixed-mask stage runs twice: the 8th checkpoint ends the first try (then
+# the retry must start from the stage's saved start), the 11th is mid-epoch in the retry.
+@pytest.mark.parametrize("killed_after", [8, 11])
+def test_resume_continues_a_killed_retry_to_the_same_result(tmp_path, tiny_base_dir,
+                                                            monkeypatch, killed_after):
+    whole = tmp_path / "whole"
+    assert _train(tiny_base_dir, whole) == 0
+    a = json.loads((whole / "metrics.json").read_text())
+    assert a["retry"]["stage"] == "mask"  # the tiny model learns nothing at the default rate
+    killed = tmp_path / "killed"
+    with monkeypatch.context() as patch:
+        _die_after_checkpoint(patch, killed_after)
+        assert _train(tiny_base_dir, killed) == 130
+    progress = json.loads((killed / "checkpoint" / "progress.json").read_text())
+    assert (progress["stage"], progress["step"]) == (("mask", 12) if killed_after == 8 else
+                                                     ("mask-retry", 8))
+    assert main(["train", "--resume", str(killed)]) == 0
+    _same_task(whole, killed)
+    b = json.loads((killed / "metrics.json").read_text())
+    for key in ("dev", "retry", "best_step", "stages"):
+        assert a[key] == b[key], key
+    assert not (killed / ".incoming").exists()
 
 
 def test_nan_loss_stops_and_keeps_the_last_checkpoint(tmp_path, tiny_base_dir, monkeypatch,

@@ -19,7 +19,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from diffprune.model import PREFIX
-from diffprune.run_folder import CHECKPOINT
+from diffprune.run_folder import CHECKPOINT, RunFolder
+
+STAGE_START = "stage-start.safetensors"
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -28,6 +30,26 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     state.update({n: b for n, b in model.named_buffers()
                   if PREFIX in n and n.endswith("_indices")})
     return state
+
+
+def stage_start_path(out_dir: Path) -> Path:
+    """Where a run in progress keeps the trainable tensors its last stage started from, for a
+    retry: with the run's staged files, which publishing a finished run removes (the
+    checkpoint folder itself is replaced at each save)."""
+    return RunFolder(out_dir).staging / STAGE_START
+
+
+def save_stage_start(out_dir: Path, model: nn.Module) -> None:
+    save_file({k: v.contiguous() for k, v in trainable_state(model).items()},
+              RunFolder(out_dir).staged(STAGE_START))
+
+
+def load_stage_start(out_dir: Path) -> dict[str, torch.Tensor]:
+    path = stage_start_path(out_dir)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: the stage's starting state is needed to "
+                                "retry it")
+    return load_file(path)
 
 
 def _optimizer_to_files(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:

@@ -20,6 +20,10 @@ OPEN_GATES_FACTOR = 10
 # at 0.6930 against 0.6931; runs that leave chance end at 0.66 or below.
 UNLEARNED_MARGIN = 0.02
 
+# An unlearned last stage is retried at its rates divided by this (and the warning suggests as
+# much): one step of the benchmark's rate sweep, whose factors are 1/3, 1 and 3.
+RETRY_RATE_DIVISOR = 3
+
 
 def open_gates_warning(density_before: float, budget: float, steps: int) -> str | None:
     """A warning when L0 training ended far above the budget, else None.
@@ -105,6 +109,11 @@ class LossWatch:
         return torch.stack(self.step_losses[-per_epoch:]).mean()
 
 
+def unlearned(last_epoch_loss: float, constant_loss: float) -> bool:
+    """Whether a last epoch's mean loss is within ``UNLEARNED_MARGIN`` of a constant answer's."""
+    return constant_loss > 0 and last_epoch_loss >= (1 - UNLEARNED_MARGIN) * constant_loss
+
+
 def unlearned_warning(last_epoch_loss: float, constant_loss: float, stage: str,
                       rate_setting: str, lr: float) -> str | None:
     """A warning when the final stage's last epoch ended no better than a constant answer.
@@ -112,10 +121,11 @@ def unlearned_warning(last_epoch_loss: float, constant_loss: float, stage: str,
     ``rate_setting`` says how the user sets the stage's rate, with ``{}`` for the value
     (``"--mask-lr {}"`` for the CLI, ``"mask_learning_rate={}"`` for the Trainer).
     """
-    if not constant_loss > 0 or last_epoch_loss < (1 - UNLEARNED_MARGIN) * constant_loss:
+    if not unlearned(last_epoch_loss, constant_loss):
         return None
+    lower = rate_setting.format(f"{lr / RETRY_RATE_DIVISOR:.2g}")
     return (f"warning: the {stage} stage's mean training loss over its last epoch, "
             f"{last_epoch_loss:.4f}, is no better than always giving the same answer "
             f"({constant_loss:.4f}): the model has not learned from the training set. A lower "
-            f"rate often lets it start (try {rate_setting.format(f'{lr / 3:.2g}')}, a third of "
+            f"rate often lets it start (try {lower}, a third of "
             f"{lr:g}), as do more examples or epochs.")

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import resource
 import shutil
 import statistics
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -57,14 +59,18 @@ from diffprune.task_file import save_task
 from diffprune.training.checkpoint import (
     CHECKPOINT,
     load_model_state,
+    load_stage_start,
     read_progress,
     restore_training,
+    save_stage_start,
 )
 from diffprune.training.data import load_task_data, make_loader
 from diffprune.training.evaluate import evaluate
 from diffprune.training.health import (
+    RETRY_RATE_DIVISOR,
     constant_answer_loss,
     open_gates_warning,
+    unlearned,
     unlearned_warning,
 )
 from diffprune.training.settings import TrainSettings
@@ -169,22 +175,32 @@ class _Run:
         model = self.acc.prepare_model(inner)
         return run_stage(self.ctx, stage, model, inner, optimizer, scheduler, state)
 
-    def full_finetune(self, model: torch.nn.Module) -> StageState:
-        """Plain finetuning of every parameter, keeping the best dev state."""
+    def full_finetune(self, model: torch.nn.Module, last: bool = False) -> StageState:
+        """Plain finetuning of every parameter, keeping the best dev state; ``last``: the run's
+        last stage (``--method full``), which an unlearned end sends round again."""
         params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = adamw(params, lr=self.settings.full_lr, eps=self.config.adam_eps,
-                          weight_decay=self.settings.full_weight_decay)
-        steps = self.steps(self.settings.epochs)
-        norm = self.settings.full_max_grad_norm or float("inf")
+        settings = self.settings
+
+        def optimizer_for(divisor: float):
+            optimizer = adamw(params, lr=settings.full_lr / divisor, eps=self.config.adam_eps,
+                              weight_decay=settings.full_weight_decay)
+            return optimizer, make_scheduler(optimizer, steps)
+
+        steps = self.steps(settings.epochs)
+        norm = settings.full_max_grad_norm or float("inf")
         stage = Stage("full", "full finetuning", steps, select_best=True,
                       clip=lambda: torch.nn.utils.clip_grad_norm_(params, norm))
-        state = self.stage(stage, model, optimizer, make_scheduler(optimizer, steps))
+        if last:
+            state, divisor = _last_stage(self, model, stage, optimizer_for, "--full-lr {}",
+                                         settings.full_lr)
+        else:
+            state, divisor = self.stage(stage, model, *optimizer_for(1)), 1
         self.metrics.update(full_steps=steps, full_best_step=state.best_step,
                             dev_after_finetuning=state.best_scores)
         self.metrics["stages"] = {**self.metrics.get("stages", {}), "full": {
-            "steps": steps, "lr": self.settings.full_lr,
-            "max_grad_norm": self.settings.full_max_grad_norm,
-            "weight_decay": self.settings.full_weight_decay, "best_step": state.best_step}}
+            "steps": steps, "lr": settings.full_lr / divisor,
+            "max_grad_norm": settings.full_max_grad_norm,
+            "weight_decay": settings.full_weight_decay, "best_step": state.best_step}}
         return state
 
 
@@ -234,9 +250,7 @@ def train_task(config: DiffPruneConfig, settings: TrainSettings,
                        dev_examples={s: len(d) for s, d in run.data.dev.items()},
                        processes=acc.num_processes)
     if settings.method == "full":
-        state = run.full_finetune(run.base)
-        _warn_if_unlearned(run, state, "full finetuning", "--full-lr {}", settings.full_lr)
-        final = state.best_scores
+        final = run.full_finetune(run.base, last=True).best_scores
         if acc.is_main_process:
             folder = run.folder.staged(FULL_MODEL)
             run.base.save_pretrained(folder)
@@ -265,7 +279,7 @@ def train_task(config: DiffPruneConfig, settings: TrainSettings,
 def _diff_model(run: _Run) -> DiffPruneModel:
     """A model in the fixed-mask stage: after L0 training and projection, or non-adaptive."""
     settings, acc = run.settings, run.acc
-    if run.resuming("mask"):  # the mask and values come from the checkpoint
+    if run.resuming("mask") or run.resuming(_retry_name("mask")):  # from the checkpoint
         model = DiffPruneModel(run.base, run.config, missing_keys=run.missing)
         model.diffprune_config = _stage_one_config(run.config, run.steps(settings.epochs),
                                                    model.expected_density())
@@ -342,27 +356,77 @@ def _fixed_mask(run: _Run, model: DiffPruneModel) -> dict:
     settings = run.settings
     steps = run.steps(settings.mask_epochs)
     head_lr = settings.mask_head_lr or settings.mask_lr
-    lrs = {"diff": settings.mask_lr, "head": head_lr}  # its own rates, not the L0 ones
-    optimizer, scheduler = build_optimizer(model, steps, lrs=lrs)
+
+    def optimizer_for(divisor: float):  # its own rates, not the L0 ones
+        lrs = {"diff": settings.mask_lr / divisor, "head": head_lr / divisor}
+        return build_optimizer(model, steps, lrs=lrs)
+
     stage = Stage("mask", "fixed-mask", steps, select_best=True, clip=model.clip_grad_norms)
-    state = run.stage(stage, model, optimizer, scheduler)
-    _warn_if_unlearned(run, state, "fixed-mask", "--mask-lr {}", settings.mask_lr)
+    state, divisor = _last_stage(run, model, stage, optimizer_for, "--mask-lr {}",
+                                 settings.mask_lr)
     run.metrics.update(mask_steps=steps, best_step=state.best_step)
     run.metrics["stages"] = {**run.metrics.get("stages", {}), "mask": {
-        "steps": steps, "lr": settings.mask_lr, "head_lr": head_lr,
+        "steps": steps, "lr": settings.mask_lr / divisor, "head_lr": head_lr / divisor,
         "max_grad_norm": model.diffprune_config.diff_max_grad_norm,
         "weight_decay": model.diffprune_config.weight_decay, "best_step": state.best_step}}
     return state.best_scores
 
 
-def _warn_if_unlearned(run: _Run, state: StageState, stage: str, rate_setting: str,
+def _retry_name(stage: str) -> str:
+    return f"{stage}-retry"
+
+
+def _last_stage(run: _Run, inner: torch.nn.Module, stage: Stage,
+                optimizer_for: Callable[[int], tuple], rate_setting: str,
+                lr: float) -> tuple[StageState, int]:
+    """Run the last stage; when its last epoch ends no better than a constant answer (and
+    ``retry_unlearned`` is on), run it once more from its start at its rates divided by
+    ``RETRY_RATE_DIVISOR``. Returns the state kept and what its rates were divided by.
+
+    ``optimizer_for(divisor)`` gives the stage's optimizer and schedule at its rates divided by
+    ``divisor``. Where the training set gives a weak signal (RTE), a high rate lets the model
+    settle on a constant answer within the first epoch, and it cannot leave it; a third of the
+    rate lets it learn, while tasks that learn at the high rate never see the retry
+    (docs/method.md).
+    The retry keeps its own best dev state: the first try's epochs are not candidates.
+    """
+    retry = replace(stage, name=_retry_name(stage.name), desc=f"{stage.desc} (retry)")
+    allowed = run.settings.retry_unlearned
+    if not run.resuming(retry.name):
+        if allowed and not run.resuming(stage.name) and run.acc.is_main_process:
+            save_stage_start(run.out_dir, inner)
+        run.acc.wait_for_everyone()
+        state = run.stage(stage, inner, *optimizer_for(1))
+        loss, constant = _last_epoch_loss(run, state)
+        if not (allowed and unlearned(loss, constant)):
+            _warn_if_unlearned(run, loss, constant, stage.desc, rate_setting, lr)
+            return state, 1
+        lower = rate_setting.format(f"{lr / RETRY_RATE_DIVISOR:.2g}")
+        run.log(f"{stage.desc}: the last epoch's training loss, {loss:.4f}, is no better than a "
+                f"constant answer's ({constant:.4f}); training the stage again from its start "
+                f"at a third of its rates ({lower})")
+        run.metrics["retry"] = {"stage": stage.name, "first_lr": lr,
+                                "first_last_epoch_loss": loss, "constant_answer_loss": constant,
+                                "first_best_scores": state.best_scores,
+                                "first_best_step": state.best_step}
+        inner.load_state_dict(load_stage_start(run.out_dir), strict=False)
+    state = run.stage(retry, inner, *optimizer_for(RETRY_RATE_DIVISOR))
+    loss, constant = _last_epoch_loss(run, state)
+    _warn_if_unlearned(run, loss, constant, stage.desc, rate_setting, lr / RETRY_RATE_DIVISOR)
+    return state, RETRY_RATE_DIVISOR
+
+
+def _last_epoch_loss(run: _Run, state: StageState) -> tuple[float, float]:
+    """(mean training loss over the stage's last epoch, a constant answer's loss)."""
+    recent = state.losses[-max(1, run.steps(1.0)):] or [math.nan]
+    constant = constant_answer_loss(run.data.train.labels, run.spec.labels is None)
+    return statistics.mean(recent), constant
+
+
+def _warn_if_unlearned(run: _Run, loss: float, constant: float, stage: str, rate_setting: str,
                        lr: float) -> None:
     """Say so when the final stage's last epoch ended no better than a constant answer."""
-    recent = state.losses[-max(1, run.steps(1.0)):]
-    if not recent:
-        return
-    constant = constant_answer_loss(run.data.train.labels, run.spec.labels is None)
-    warning = unlearned_warning(statistics.mean(recent), constant, stage, rate_setting, lr)
+    warning = unlearned_warning(loss, constant, stage, rate_setting, lr)
     if warning:
         run.warn(warning)
 
