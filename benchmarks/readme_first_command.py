@@ -26,7 +26,8 @@ COMMAND = "diffprune train --task rte --data-dir ../shared/data/glue"
 RECORD = RESULTS / "readme_first_command.json"
 START, END = "<!-- first-command:start -->", "<!-- first-command:end -->"
 KEPT_METRICS = ("density_before_projection", "dev_after_l0", "dev_after_projection", "dev",
-                "train_seconds", "peak_memory_mb", "l0_steps", "mask_steps", "best_step")
+                "train_seconds", "peak_memory_mb", "l0_steps", "mask_steps", "best_step",
+                "retry", "warnings")
 
 
 def measure() -> dict:
@@ -43,16 +44,20 @@ def measure() -> dict:
     info = run_info()
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True).stdout.strip()
+    changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "src"],
+                             cwd=ROOT, capture_output=True, text=True).stdout.strip()
     return {"command": COMMAND, "date": time.strftime("%Y-%m-%d"),
-            "machine": info["machine"], "commit": commit,
+            "machine": info["machine"], "commit": commit, "source_as_committed": not changed,
             "wall_seconds": round(wall), "printed": summary_lines(done.stdout),
             "metrics": {k: metrics[k] for k in KEPT_METRICS if k in metrics}}
 
 
 def summary_lines(stdout: str) -> list[str]:
-    """What a user reads at the end: the run's warnings, then its last three lines."""
+    """What a user reads at the end: the run's warnings and retries, then its last three
+    lines."""
     lines = stdout.strip().splitlines()
-    return [line for line in lines[:-3] if line.startswith("warning:")] + lines[-3:]
+    return [line for line in lines[:-3]
+            if line.startswith("warning:") or "training the stage again" in line] + lines[-3:]
 
 
 def block(record: dict) -> str:

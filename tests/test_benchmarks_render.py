@@ -49,8 +49,11 @@ def test_the_readme_first_command_block_is_its_record():
 def test_the_first_commands_record_keeps_its_warnings_and_last_lines():
     import readme_first_command as first
 
-    stdout = "\n".join(["L0 training: step 25", "warning: stuck", "fixed-mask: step 312",
+    retry = ("fixed-mask: the last epoch's training loss, 0.6930, is no better than a constant "
+             "answer's (0.6931); training the stage again from its start at a third of its rates")
+    stdout = "\n".join(["L0 training: step 25", retry, "fixed-mask (retry): step 156",
+                        "warning: stuck", "fixed-mask: step 312",
                         "task file: x", "L0 training ended at 1%", "dev accuracy: 50"])
-    assert first.summary_lines(stdout) == ["warning: stuck", "task file: x",
+    assert first.summary_lines(stdout) == [retry, "warning: stuck", "task file: x",
                                            "L0 training ended at 1%", "dev accuracy: 50"]
     assert first.summary_lines("a\nb\nc") == ["a", "b", "c"]
