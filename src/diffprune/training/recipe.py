@@ -181,7 +181,7 @@ class _Run:
         params = [p for p in model.parameters() if p.requires_grad]
         settings = self.settings
 
-        def optimizer_for(divisor: float):
+        def optimizer_for(divisor: int):
             optimizer = adamw(params, lr=settings.full_lr / divisor, eps=self.config.adam_eps,
                               weight_decay=settings.full_weight_decay)
             return optimizer, make_scheduler(optimizer, steps)
@@ -357,7 +357,7 @@ def _fixed_mask(run: _Run, model: DiffPruneModel) -> dict:
     steps = run.steps(settings.mask_epochs)
     head_lr = settings.mask_head_lr or settings.mask_lr
 
-    def optimizer_for(divisor: float):  # its own rates, not the L0 ones
+    def optimizer_for(divisor: int):  # its own rates, not the L0 ones
         lrs = {"diff": settings.mask_lr / divisor, "head": head_lr / divisor}
         return build_optimizer(model, steps, lrs=lrs)
 
@@ -384,10 +384,9 @@ def _last_stage(run: _Run, inner: torch.nn.Module, stage: Stage,
     ``RETRY_RATE_DIVISOR``. Returns the state kept and what its rates were divided by.
 
     ``optimizer_for(divisor)`` gives the stage's optimizer and schedule at its rates divided by
-    ``divisor``. Where the training set gives a weak signal (RTE), a high rate lets the model
-    settle on a constant answer within the first epoch, and it cannot leave it; a third of the
-    rate lets it learn, while tasks that learn at the high rate never see the retry
-    (docs/method.md).
+    ``divisor``. On RTE the fixed-mask stage's loss stays at chance through the stage at the
+    default rate and leaves it at a third of it, while STS-B and SST-2 learn at the default
+    and never see the retry (docs/method.md).
     The retry keeps its own best dev state: the first try's epochs are not candidates.
     """
     retry = replace(stage, name=_retry_name(stage.name), desc=f"{stage.desc} (retry)")
@@ -417,10 +416,14 @@ def _last_stage(run: _Run, inner: torch.nn.Module, stage: Stage,
 
 
 def _last_epoch_loss(run: _Run, state: StageState) -> tuple[float, float]:
-    """(mean training loss over the stage's last epoch, a constant answer's loss)."""
+    """(mean training loss over the stage's last epoch, a constant answer's loss), the loss
+    averaged over every process: each sees its own shard, and all must decide alike."""
     recent = state.losses[-max(1, run.steps(1.0)):] or [math.nan]
+    loss = torch.tensor([statistics.mean(recent)], device=run.acc.device)
+    if run.acc.num_processes > 1:
+        loss = run.acc.gather(loss)
     constant = constant_answer_loss(run.data.train.labels, run.spec.labels is None)
-    return statistics.mean(recent), constant
+    return float(loss.mean()), constant
 
 
 def _warn_if_unlearned(run: _Run, loss: float, constant: float, stage: str, rate_setting: str,
