@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import tiny_bert
+from transformers import TrainerCallback
 
 from diffprune import DiffPruneConfig, DiffPruneModel, TaskBank, get_diffprune_model, load_task
 from diffprune.training import DiffPruneTrainer, DiffPruneTrainingArguments
@@ -31,6 +32,18 @@ def _args(tmp_path, **kw):
     return DiffPruneTrainingArguments(**values)
 
 
+class _FixedMaskRates(TrainerCallback):
+    """The rate each fixed-mask step's diff group was scheduled from."""
+
+    def __init__(self):
+        self.rates = []
+
+    def on_step_end(self, args, state, control, model=None, optimizer=None, **kwargs):
+        if model.stage == "masked":
+            (diff,) = [g for g in optimizer.param_groups if g.get("name") == "diff"]
+            self.rates.append(diff["initial_lr"])
+
+
 def _model(**kw):
     config = DiffPruneConfig(fused=False, density=0.05, **kw)
     return get_diffprune_model(tiny_bert(), config)
@@ -47,7 +60,8 @@ def test_one_train_call_runs_both_stages_and_honours_the_arguments(tmp_path, mon
 
     monkeypatch.setattr(DiffPruneModel, "clip_grad_norms", spy)
     args = _args(tmp_path, learning_rate=7e-3, weight_decay=0.01, max_grad_norm=0.5,
-                 mask_learning_rate=2e-3, mask_head_learning_rate=4e-3)
+                 mask_learning_rate=2e-3, mask_head_learning_rate=4e-3,
+                 retry_unlearned=False)  # the retry's rates: the test below
     trainer = DiffPruneTrainer(model, args, train_dataset=_Rows(), eval_dataset=_Rows(8))
     assert args.max_grad_norm == 0.5  # the caller's arguments are not changed
     trainer.train()
@@ -160,16 +174,30 @@ def test_saved_task_reloads_into_model_bank_and_merge_with_the_same_logits(tmp_p
     assert torch.allclose(logits, merged_logits, atol=1e-5)
 
 
-def test_a_fixed_mask_stage_that_learns_nothing_warns_and_still_finishes(tmp_path):
+@pytest.mark.parametrize("retry", [True, False])
+def test_a_fixed_mask_stage_that_learns_nothing_warns_and_still_finishes(tmp_path, retry):
     """At a rate of 1e-9 nothing moves: the tiny model's near-zero logits answer the same for
-    every example, so the last epoch's loss is a constant answer's. The run says so, in the
-    Trainer's terms, and still ends in the fixed-mask stage with a task to save."""
+    every example, so the last epoch's loss is a constant answer's. The stage is trained once
+    more at a third of its rate (as ``diffprune train`` does), which cannot help either; the
+    run says so, in the Trainer's terms, with the rate it ended at, and still ends in the
+    fixed-mask stage with a task to save."""
     model = _model()
-    args = _args(tmp_path, learning_rate=1e-9, head_learning_rate=1e-9, mask_learning_rate=1e-9)
+    args = _args(tmp_path, learning_rate=1e-9, head_learning_rate=1e-9, mask_learning_rate=1e-9,
+                 retry_unlearned=retry)
     trainer = DiffPruneTrainer(model, args, train_dataset=_Rows())
+    seen = _FixedMaskRates()
+    trainer.add_callback(seen)
     trainer.train()
     (warning,) = trainer.warnings
-    assert "fixed-mask stage" in warning and "mask_learning_rate=3.3e-10" in warning
+    assert "fixed-mask stage" in warning
+    assert ("mask_learning_rate=1.1e-10" if retry else "mask_learning_rate=3.3e-10") in warning
+    assert (trainer.retry is not None) == retry
+    if retry:
+        assert trainer.retry["first_lr"] == 1e-9 and "mask_first_try" in trainer.stage_results
+        assert trainer.retry["first_last_epoch_loss"] >= (1 - UNLEARNED_MARGIN) * trainer.retry[
+            "constant_answer_loss"]
+    steps = 2 * len(_Rows()) // 8  # per try
+    assert seen.rates == [1e-9] * steps + ([1e-9 / 3] * steps if retry else [])
     assert model.stage == "masked"
     trainer.save_model(str(tmp_path / "task"))
     assert (tmp_path / "task" / "diff.safetensors").exists()

@@ -24,7 +24,13 @@ from diffprune.density_control import DensityController, diff_lr_scale, gate_lea
 from diffprune.model import DiffPruneModel
 from diffprune.optim import make_optimizer, make_scheduler
 from diffprune.training.checkpoint import trainable_state
-from diffprune.training.health import LossWatch, constant_answer_loss_from_tally, unlearned_warning
+from diffprune.training.health import (
+    RETRY_RATE_DIVISOR,
+    LossWatch,
+    constant_answer_loss_from_tally,
+    unlearned,
+    unlearned_warning,
+)
 from diffprune.training.settings import TrainSettings
 
 logger = logging.get_logger(__name__)
@@ -70,6 +76,11 @@ class DiffPruneTrainingArguments(TrainingArguments):
         default=_RUN_DEFAULTS.mask_head_lr,
         metadata={"help": "Fixed-mask stage: learning rate of the task head (None = "
                           "mask_learning_rate)."})
+    retry_unlearned: bool = field(
+        default=_RUN_DEFAULTS.retry_unlearned,
+        metadata={"help": "When the fixed-mask stage ends its last epoch no better than a "
+                          "constant answer, train it once more from its start at a third of "
+                          "its rates (False: only warn)."})
 
 
 def _plain(value: Any) -> str:
@@ -173,6 +184,7 @@ class DiffPruneTrainer(Trainer):
         self.density_trace: list[dict] = []
         self.stage_results: dict[str, Any] = {}
         self.warnings: list[str] = []
+        self.retry: dict | None = None  # the first try of a retried fixed-mask stage
         self.watch: LossWatch | None = None  # the last fixed-mask stage's losses and labels
         self._best: tuple[float, dict[str, torch.Tensor]] | None = None
         self._selecting = False
@@ -256,21 +268,46 @@ class DiffPruneTrainer(Trainer):
             torch.manual_seed(self.args.seed + 1)
             model.project()
         if method.mask_epochs > 0:
-            # The fixed-mask stage's own rate, without changing the config stage 1 used (the
-            # task file records that config).
-            self._lrs = {"diff": method.mask_learning_rate,
-                         "head": method.mask_head_learning_rate or method.mask_learning_rate}
-            self.optimizer, self.lr_scheduler = None, None
-            epochs, self.args.num_train_epochs = self.args.num_train_epochs, method.mask_epochs
-            self._selecting, self._best = self.eval_dataset is not None, None
-            self.watch = self._new_watch()
-            try:
+            result = self._fixed_mask_stage(method, kwargs)
+        return result
+
+    def _fixed_mask_stage(self, method: DiffPruneTrainingArguments, kwargs: dict):
+        """The fixed-mask stage, once more from its start at a third of its rates when it ends
+        no better than a constant answer (as ``diffprune train`` does; docs/method.md)."""
+        model = self.model
+        start = ({k: v.detach().clone() for k, v in trainable_state(model).items()}
+                 if method.retry_unlearned else None)
+        lr = method.mask_learning_rate
+        head_lr = method.mask_head_learning_rate or lr
+        epochs = self.args.num_train_epochs
+        self.retry = None
+        try:
+            for divisor in (1, RETRY_RATE_DIVISOR):
+                # The stage's own rates, without changing the config stage 1 used (the task
+                # file records that config).
+                self._lrs = {"diff": lr / divisor, "head": head_lr / divisor}
+                self.optimizer, self.lr_scheduler = None, None
+                self.args.num_train_epochs = method.mask_epochs
+                self._selecting, self._best = self.eval_dataset is not None, None
+                self.watch = self._new_watch()
                 result = self.stage_results["mask"] = super().train(**kwargs)
-                self._warn_if_unlearned(method)
-            finally:
-                self.args.num_train_epochs, self._selecting = epochs, False
-            if self._best is not None:
-                model.load_state_dict(self._best[1], strict=False)
+                ended = self._last_epoch_loss(method)
+                if start is None or divisor > 1 or ended is None or not unlearned(*ended):
+                    break
+                self.retry = {"first_lr": lr, "first_last_epoch_loss": ended[0],
+                              "constant_answer_loss": ended[1]}
+                self.stage_results["mask_first_try"] = result
+                if self.is_world_process_zero():
+                    logger.warning(f"fixed-mask: the last epoch's training loss, {ended[0]:.4f}, "
+                                   f"is no better than a constant answer's ({ended[1]:.4f}); "
+                                   "training the stage again from its start at a third of its "
+                                   f"rates (mask_learning_rate={lr / RETRY_RATE_DIVISOR:.2g})")
+                model.load_state_dict(start, strict=False)
+            self._warn_if_unlearned(ended, lr / divisor)
+        finally:
+            self.args.num_train_epochs, self._selecting = epochs, False
+        if self._best is not None:
+            model.load_state_dict(self._best[1], strict=False)
         return result
 
     def _new_watch(self) -> LossWatch | None:
@@ -283,21 +320,25 @@ class DiffPruneTrainer(Trainer):
         regression = problem == "regression" or (problem is None and config.num_labels == 1)
         return LossWatch(config.num_labels, regression)
 
-    def _warn_if_unlearned(self, method: DiffPruneTrainingArguments) -> None:
-        """The check ``diffprune train`` makes, on every process's steps and labels alike."""
+    def _last_epoch_loss(self, method: DiffPruneTrainingArguments) -> tuple[float, float] | None:
+        """(the stage's last-epoch loss, a constant answer's) over every process's steps and
+        labels alike, or None where no constant answer is known."""
         watch = self.watch
         if watch is None or watch.tally is None:
-            return
+            return None
         loss = watch.last_epoch_loss(method.mask_epochs)
         if loss is None:
-            return
+            return None
         loss = self.accelerator.reduce(loss, reduction="mean")
         tally = self.accelerator.reduce(watch.tally, reduction="sum")
         constant = constant_answer_loss_from_tally(tally, watch.regression)
-        if constant is None:
+        return None if constant is None else (float(loss), constant)
+
+    def _warn_if_unlearned(self, ended: tuple[float, float] | None, lr: float) -> None:
+        """The check ``diffprune train`` makes, with the rate the stage ended at."""
+        if ended is None:
             return
-        warning = unlearned_warning(float(loss), constant, "fixed-mask",
-                                    "mask_learning_rate={}", method.mask_learning_rate)
+        warning = unlearned_warning(*ended, "fixed-mask", "mask_learning_rate={}", lr)
         if warning:
             self.warnings.append(warning)
             if self.is_world_process_zero():
