@@ -66,5 +66,7 @@ def test_the_trainer_checks_the_loss_over_every_process(tmp_path):
     assert [a + b for a, b in zip(first["own_tally"], second["own_tally"])] == [48, 16, 0]
     assert first["own_tally"][0] * 16 != first["own_tally"][1] * 48
     assert first["warnings"] == second["warnings"] and len(first["warnings"]) == 1
+    # Under several processes the Trainer does not retry: the warning names the first rate.
+    assert "mask_learning_rate=3.3e-10" in first["warnings"][0]
     constant = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
     assert f"({constant:.4f})" in first["warnings"][0]

@@ -275,8 +275,12 @@ class DiffPruneTrainer(Trainer):
         """The fixed-mask stage, once more from its start at a third of its rates when it ends
         no better than a constant answer (as ``diffprune train`` does; docs/method.md)."""
         model = self.model
+        # Under several processes a third Trainer.train() call leaves a stale DDP wrapper
+        # behind (Accelerate keeps every model it prepared), and the processes can abort at
+        # exit: there the stage warns only, and `diffprune train` retries.
+        retry = method.retry_unlearned and self.args.world_size == 1
         start = ({k: v.detach().clone() for k, v in trainable_state(model).items()}
-                 if method.retry_unlearned else None)
+                 if retry else None)
         lr = method.mask_learning_rate
         head_lr = method.mask_head_learning_rate or lr
         epochs = self.args.num_train_epochs
