@@ -305,7 +305,7 @@ class DiffPruneTrainer(Trainer):
                     logger.warning(f"fixed-mask: the last epoch's training loss, {ended[0]:.4f}, "
                                    f"is no better than a constant answer's ({ended[1]:.4f}); "
                                    "training the stage again from its start at a third of its "
-                                   f"rates (mask_learning_rate={lr / RETRY_RATE_DIVISOR:.2g})")
+                                   f"rates (rate {lr / RETRY_RATE_DIVISOR:.2g})")
                 model.load_state_dict(start, strict=False)
             self._warn_if_unlearned(ended, lr / divisor)
         finally:
