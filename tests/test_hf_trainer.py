@@ -9,6 +9,7 @@ from transformers import TrainerCallback
 
 from diffprune import DiffPruneConfig, DiffPruneModel, TaskBank, get_diffprune_model, load_task
 from diffprune.training import DiffPruneTrainer, DiffPruneTrainingArguments
+from diffprune.training.checkpoint import trainable_state
 from diffprune.training.health import UNLEARNED_MARGIN
 
 
@@ -149,6 +150,46 @@ def test_best_evaluation_of_the_fixed_mask_stage_is_kept(tmp_path):
     evals = [h["eval_loss"] for h in trainer.state.log_history if "eval_loss" in h]
     assert len(evals) == 3
     assert trainer.evaluate()["eval_loss"] == pytest.approx(min(evals), rel=1e-5)
+
+
+class _FixedMaskStates(TrainerCallback):
+    """The trainable state at each evaluation of the fixed-mask stage."""
+
+    def __init__(self):
+        self.states = []
+
+    def on_evaluate(self, args, state, control, model=None, **kwargs):
+        if model.stage == "masked":
+            self.states.append({k: v.clone() for k, v in trainable_state(model).items()})
+
+
+@pytest.mark.parametrize("scores, kept", [([0.9, 0.1, 0.2, 0.3], "first try"),
+                                          ([0.1, 0.2, 0.9, 0.3], "retry"),
+                                          ([0.5, 0.1, 0.5, 0.3], "first try")])  # a tie
+def test_a_retry_keeps_the_best_evaluation_of_both_tries(tmp_path, monkeypatch, scores, kept):
+    """The fixed-mask stage's two tries (two evaluations each) are scored by a script; the
+    model ends in the state of the best-scored evaluation, whichever try it came from."""
+    import diffprune.training.trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "unlearned", lambda loss, constant: True)  # retry
+    model = _model()
+    script = iter(scores)
+
+    def scripted(_):
+        return {"score": next(script) if model.stage == "masked" else 0.0}
+
+    args = _args(tmp_path, eval_strategy="epoch", metric_for_best_model="score",
+                 mask_learning_rate=1e-2)
+    trainer = DiffPruneTrainer(model, args, train_dataset=_Rows(), eval_dataset=_Rows(8),
+                               compute_metrics=scripted)
+    seen = _FixedMaskStates()
+    trainer.add_callback(seen)
+    trainer.train()
+    assert len(seen.states) == 4 and trainer.retry["kept"] == kept
+    best = seen.states[scores.index(max(scores))]
+    now = trainable_state(model)
+    assert now.keys() == best.keys() and all(torch.equal(now[k], best[k]) for k in now)
+    assert not all(torch.equal(now[k], seen.states[1][k]) for k in now)  # the states differ
 
 
 def test_saved_task_reloads_into_model_bank_and_merge_with_the_same_logits(tmp_path):

@@ -45,8 +45,9 @@ def test_methods_write_task_file_metrics_and_log(tmp_path, tiny_base_dir, method
                   "--mask-head-lr", "2e-3") == 0
     metrics = json.loads((out / "metrics.json").read_text())
     mask_stage = metrics["stages"]["mask"]
-    # The rates the kept result ran at: a third of them after a retry of an unlearned stage.
-    divisor = 3 if "retry" in metrics else 1
+    # The rates the kept result ran at: a third of them where a retry of an unlearned stage
+    # gave the best dev state.
+    divisor = 3 if metrics.get("retry", {}).get("kept") == "retry" else 1
     assert (mask_stage["lr"], mask_stage["head_lr"]) == (1e-3 / divisor, 2e-3 / divisor)
     task = load_task(out / "diff.safetensors")
     assert metrics["method"] == method and task.nonzeros == metrics["nonzeros"]
@@ -110,9 +111,14 @@ def test_a_run_that_learns_nothing_says_so_and_still_writes_its_results(tmp_path
     assert ("--full-lr 1.1e-10" if retry else "--full-lr 3.3e-10") in warning
     assert warning in log and warning in capsys.readouterr().out
     assert ("full finetuning (retry)" in log) == retry == ("retry" in metrics)
-    assert metrics["stages"]["full"]["lr"] == (1e-9 / 3 if retry else 1e-9)
+    # Nothing moves at either rate, so the retry's epochs score no higher than the first try's
+    # best: that state is kept, and its rate is the one recorded.
+    assert metrics["stages"]["full"]["lr"] == 1e-9
     if retry:
         assert metrics["retry"]["stage"] == "full" and metrics["retry"]["first_lr"] == 1e-9
+        assert metrics["retry"]["kept"] == "first try"
+        assert metrics["full_best_step"] == metrics["retry"]["first_best_step"]
+        assert "the first try's best dev state" in log
         assert metrics["retry"]["first_last_epoch_loss"] >= 0.98 * metrics["retry"][
             "constant_answer_loss"]
     assert (out / "model" / "model.safetensors").is_file()
@@ -136,26 +142,72 @@ def _tiny_base_without_dropout(folder):
     return folder
 
 
-# 3 * 2**-10 divides by 3 exactly, so the retry's rate equals the second run's to the bit.
+def _score_retry_epochs_with(patch, bonus: float) -> None:
+    """Add ``bonus`` to every dev score taken in a retry, to choose which try wins: a bonus
+    that is the same for each epoch of a stage leaves the stage's own best epoch as it was."""
+    from diffprune.training import recipe
+
+    current = {}
+    run_stage, evaluate = recipe.run_stage, recipe.evaluate
+
+    def tracked_run_stage(ctx, stage, *args, **kwargs):
+        current["stage"] = stage.name
+        return run_stage(ctx, stage, *args, **kwargs)
+
+    def scored(model, loaders, spec):
+        scores = evaluate(model, loaders, spec)
+        if current.get("stage", "").endswith("-retry"):
+            scores = {s: {k: v + bonus for k, v in m.items()} for s, m in scores.items()}
+        return scores
+
+    patch.setattr(recipe, "run_stage", tracked_run_stage)
+    patch.setattr(recipe, "evaluate", scored)
+
+
+# 3 * 2**-10 divides by 3 exactly, so the retry's rate equals the third run's to the bit.
+@pytest.mark.parametrize("retry_bonus", [None, 1.0, -1.0])
 @pytest.mark.parametrize("method", ["diff-structured", "full"])
-def test_the_retry_is_the_stage_again_from_its_start_at_a_third_of_the_rate(tmp_path, method):
+def test_the_retry_keeps_the_better_of_the_first_try_and_a_run_at_a_third_of_the_rate(
+        tmp_path, monkeypatch, method, retry_bonus):
+    """The retried run ends as the better of two runs made without it: the first try alone (the
+    same rate) and the stage from the same start at a third of the rate; a tie keeps the first
+    try. ``retry_bonus`` scores the retry's epochs higher or lower, to see each side win."""
     base = _tiny_base_without_dropout(tmp_path / "base")
     rate = "--mask-lr" if method != "full" else "--full-lr"
-    retried, direct = tmp_path / "retried", tmp_path / "direct"
-    assert _train(base, retried, "--method", method, rate, str(3 * 2**-10)) == 0
-    assert _train(base, direct, "--method", method, rate, str(2**-10),
-                  "--no-retry-unlearned") == 0
-    a, b = (json.loads((d / "metrics.json").read_text()) for d in (retried, direct))
-    assert a["retry"]["first_lr"] == 3 * 2**-10 and "retry" not in b
-    assert a["dev"] == b["dev"]
-    assert a["best_step" if method != "full" else "full_best_step"] == \
-        b["best_step" if method != "full" else "full_best_step"]
-    if method == "full":
-        first, second = (load_file(d / "model" / "model.safetensors") for d in (retried, direct))
-        assert first.keys() == second.keys()
-        assert all(torch.equal(first[k], second[k]) for k in first)
+    runs = {"first": (str(3 * 2**-10), "--no-retry-unlearned"),
+            "third": (str(2**-10), "--no-retry-unlearned"), "retried": (str(3 * 2**-10),)}
+    for name, extra in runs.items():
+        with monkeypatch.context() as patch:
+            if name == "retried" and retry_bonus is not None:
+                _score_retry_epochs_with(patch, retry_bonus)
+            assert _train(base, tmp_path / name, "--method", method, rate, *extra) == 0
+    first, third, retried = (json.loads((tmp_path / n / "metrics.json").read_text())
+                             for n in runs)
+    assert retried["retry"]["first_lr"] == 3 * 2**-10 and "retry" not in third
+    assert retried["retry"]["first_best_scores"] == first["dev_splits"]
+    # The retry trains as the third run does, epoch for epoch.
+    stage = "fixed-mask" if method != "full" else "full finetuning"
+    epochs = [[line.split(f"{stage}{tag}: ")[1].removesuffix(" (best so far)")
+               for line in (tmp_path / n / "train.log").read_text().splitlines()
+               if f"{stage}{tag}: step" in line and "train loss" in line]
+              for n, tag in (("third", ""), ("retried", " (retry)"))]
+    if retry_bonus is None:  # (a bonus shows in the logged scores)
+        assert epochs[0] == epochs[1] and len(epochs[0]) == 2
+        better = "third" if third["dev"]["accuracy"] > first["dev"]["accuracy"] else "first"
     else:
-        _same_task(retried, direct)
+        better = "third" if retry_bonus > 0 else "first"
+    assert retried["retry"]["kept"] == {"first": "first try", "third": "retry"}[better]
+    kept = {"first": first, "third": third}[better]
+    key = "mask" if method != "full" else "full"
+    assert retried["stages"][key]["lr"] == kept["stages"][key]["lr"]
+    step = "best_step" if method != "full" else "full_best_step"
+    assert retried[step] == kept[step]
+    if method == "full":
+        a, b = (load_file(tmp_path / n / "model" / "model.safetensors") for n in ("retried", better))
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    else:
+        _same_task(tmp_path / "retried", tmp_path / better)
 
 
 def test_a_stage_that_learns_runs_once(tmp_path, tiny_base_dir):
@@ -262,6 +314,9 @@ def test_resume_continues_a_killed_retry_to_the_same_result(tmp_path, tiny_base_
     assert _train(tiny_base_dir, whole) == 0
     a = json.loads((whole / "metrics.json").read_text())
     assert a["retry"]["stage"] == "mask"  # the tiny model learns nothing at the default rate
+    # ... nor at a third of it: the first try's best is kept, so a run killed inside the retry
+    # must bring that state back from its checkpoint.
+    assert a["retry"]["kept"] == "first try"
     killed = tmp_path / "killed"
     with monkeypatch.context() as patch:
         _die_after_checkpoint(patch, killed_after)

@@ -162,8 +162,10 @@ class _Run:
     def resuming(self, stage: str) -> bool:
         return self.progress is not None and self.progress["stage"] == stage
 
-    def stage(self, stage: Stage, inner: torch.nn.Module, optimizer, scheduler) -> StageState:
-        state = None
+    def stage(self, stage: Stage, inner: torch.nn.Module, optimizer, scheduler,
+              state: StageState | None = None) -> StageState:
+        """Run ``stage`` from ``state`` (a fresh one if None), or from the checkpoint when the
+        run resumes inside it."""
         if self.resuming(stage.name):
             model_state, best = load_model_state(self.out_dir)
             inner.load_state_dict(model_state, strict=False)
@@ -381,37 +383,47 @@ def _last_stage(run: _Run, inner: torch.nn.Module, stage: Stage,
                 lr: float) -> tuple[StageState, int]:
     """Run the last stage; when its last epoch ends no better than a constant answer (and
     ``retry_unlearned`` is on), run it once more from its start at its rates divided by
-    ``RETRY_RATE_DIVISOR``. Returns the state kept and what its rates were divided by.
+    ``RETRY_RATE_DIVISOR``. Returns the state kept and what the rates of the try it came from
+    were divided by.
 
     ``optimizer_for(divisor)`` gives the stage's optimizer and schedule at its rates divided by
     ``divisor``. On RTE the fixed-mask stage's loss stays at chance through the stage at the
     default rate and leaves it at a third of it, while STS-B and SST-2 learn at the default
     and never see the retry (docs/method.md).
-    The retry keeps its own best dev state: the first try's epochs are not candidates.
+    Both tries' epochs are candidates for the best dev state: the retry starts with the first
+    try's best as the score to beat, so a first try that had begun to learn is not lost.
     """
     retry = replace(stage, name=_retry_name(stage.name), desc=f"{stage.desc} (retry)")
     allowed = run.settings.retry_unlearned
+    first = None  # the first try's state, unless the run resumes inside the retry
     if not run.resuming(retry.name):
         if allowed and not run.resuming(stage.name) and run.acc.is_main_process:
             save_stage_start(run.out_dir, inner)
         run.acc.wait_for_everyone()
-        state = run.stage(stage, inner, *optimizer_for(1))
-        loss, constant = _last_epoch_loss(run, state)
+        first = run.stage(stage, inner, *optimizer_for(1))
+        loss, constant = _last_epoch_loss(run, first)
         if not (allowed and unlearned(loss, constant)):
             _warn_if_unlearned(run, loss, constant, stage.desc, rate_setting, lr)
-            return state, 1
+            return first, 1
         # The rate, not a flag: the run lowers it by itself, and the user passes nothing.
         run.log(f"{stage.desc}: the last epoch's training loss, {loss:.4f}, is no better than a "
                 f"constant answer's ({constant:.4f}); training the stage again from its start "
                 f"at a third of its rates (rate {lr / RETRY_RATE_DIVISOR:.2g})")
         run.metrics["retry"] = {"stage": stage.name, "first_lr": lr,
                                 "first_last_epoch_loss": loss, "constant_answer_loss": constant,
-                                "first_best_scores": state.best_scores,
-                                "first_best_step": state.best_step}
+                                "first_best_scores": first.best_scores,
+                                "first_best_step": first.best_step}
         inner.load_state_dict(load_stage_start(run.out_dir), strict=False)
-    state = run.stage(retry, inner, *optimizer_for(RETRY_RATE_DIVISOR))
+    state = run.stage(retry, inner, *optimizer_for(RETRY_RATE_DIVISOR),
+                      None if first is None else first.best_only())
     loss, constant = _last_epoch_loss(run, state)
     _warn_if_unlearned(run, loss, constant, stage.desc, rate_setting, lr / RETRY_RATE_DIVISOR)
+    if state.best_stage == stage.name:  # no epoch of the retry scored higher
+        run.metrics["retry"]["kept"] = "first try"
+        run.log(f"{stage.desc}: the first try's best dev state (step {state.best_step}) is kept: "
+                "no epoch of the retry scored higher")
+        return state, 1
+    run.metrics["retry"]["kept"] = "retry"
     return state, RETRY_RATE_DIVISOR
 
 

@@ -64,8 +64,8 @@ class TrainSettings:
     retry_unlearned: bool = _field(
         True, "When the last stage (fixed-mask, or full finetuning for --method full) ends its "
         "last epoch no better than a constant answer on the training set, train it once more "
-        "from its start at a third of its rates; --no-retry-unlearned only warns (the paper "
-        "has no such rule).")
+        "from its start at a third of its rates, keeping the best dev state of both tries; "
+        "--no-retry-unlearned only warns (the paper has no such rule).")
     full_lr: float = _field(
         1.5e-4, "Full finetuning (full and nonadaptive): learning rate.", low=0, open_low=True)
     full_max_grad_norm: float = _field(

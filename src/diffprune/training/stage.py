@@ -54,16 +54,27 @@ class StageState:
     best_step: int = 0
     best_state: dict[str, torch.Tensor] | None = None
     control: dict | None = None  # the density controller's state, when resuming
+    best_stage: str | None = None  # the stage whose epoch gave the best state (a retry
+    # starts with its first try's best as a candidate)
 
     def progress(self, control: DensityController | None = None) -> dict:
         return {"step": self.step, "losses": self.losses, "best_score": self.best_score,
                 "best_scores": self.best_scores, "best_step": self.best_step,
+                "best_stage": self.best_stage,
                 "control": None if control is None else control.state_dict()}
 
     @classmethod
     def from_progress(cls, p: dict, best_state: dict | None) -> StageState:
         return cls(p["step"], p["losses"], p["best_score"], p["best_scores"], p["best_step"],
-                   best_state or None, p.get("control"))
+                   best_state or None, p.get("control"),
+                   # a checkpoint written before this was recorded: its own stage's best
+                   p.get("best_stage", p["stage"] if p["best_scores"] else None))
+
+    def best_only(self) -> StageState:
+        """A fresh state that keeps this one's best as the candidate to beat."""
+        return StageState(best_score=self.best_score, best_scores=self.best_scores,
+                          best_step=self.best_step, best_state=self.best_state,
+                          best_stage=self.best_stage)
 
 
 @dataclass
@@ -164,6 +175,7 @@ def _end_of_epoch(ctx: StageContext, stage: Stage, inner, state: StageState) -> 
         line += f", dev {_fmt(scores)}"
         if score > state.best_score:
             state.best_score, state.best_scores, state.best_step = score, scores, state.step
+            state.best_stage = stage.name
             state.best_state = {k: v.clone() for k, v in trainable_state(inner).items()}
             line += " (best so far)"
     ctx.log(line)

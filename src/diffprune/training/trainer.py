@@ -285,6 +285,8 @@ class DiffPruneTrainer(Trainer):
         head_lr = method.mask_head_learning_rate or lr
         epochs = self.args.num_train_epochs
         self.retry = None
+        self._selecting, self._best = self.eval_dataset is not None, None
+        first_best = None
         try:
             for divisor in (1, RETRY_RATE_DIVISOR):
                 # The stage's own rates, without changing the config stage 1 used (the task
@@ -292,7 +294,7 @@ class DiffPruneTrainer(Trainer):
                 self._lrs = {"diff": lr / divisor, "head": head_lr / divisor}
                 self.optimizer, self.lr_scheduler = None, None
                 self.args.num_train_epochs = method.mask_epochs
-                self._selecting, self._best = self.eval_dataset is not None, None
+                # self._best carries over: the first try's best stays a candidate in the retry.
                 self.watch = self._new_watch()
                 result = self.stage_results["mask"] = super().train(**kwargs)
                 ended = self._last_epoch_loss(method)
@@ -301,6 +303,7 @@ class DiffPruneTrainer(Trainer):
                 self.retry = {"first_lr": lr, "first_last_epoch_loss": ended[0],
                               "constant_answer_loss": ended[1]}
                 self.stage_results["mask_first_try"] = result
+                first_best = self._best
                 if self.is_world_process_zero():
                     logger.warning(f"fixed-mask: the last epoch's training loss, {ended[0]:.4f}, "
                                    f"is no better than a constant answer's ({ended[1]:.4f}); "
@@ -308,6 +311,9 @@ class DiffPruneTrainer(Trainer):
                                    f"rates (rate {lr / RETRY_RATE_DIVISOR:.2g})")
                 model.load_state_dict(start, strict=False)
             self._warn_if_unlearned(ended, lr / divisor)
+            if self.retry is not None:
+                kept_first = first_best is not None and self._best is first_best
+                self.retry["kept"] = "first try" if kept_first else "retry"
         finally:
             self.args.num_train_epochs, self._selecting = epochs, False
         if self._best is not None:
