@@ -203,7 +203,8 @@ def test_the_retry_keeps_the_better_of_the_first_try_and_a_run_at_a_third_of_the
     step = "best_step" if method != "full" else "full_best_step"
     assert retried[step] == kept[step]
     if method == "full":
-        a, b = (load_file(tmp_path / n / "model" / "model.safetensors") for n in ("retried", better))
+        a, b = (load_file(tmp_path / n / "model" / "model.safetensors")
+                for n in ("retried", better))
         assert a.keys() == b.keys()
         assert all(torch.equal(a[k], b[k]) for k in a)
     else:
