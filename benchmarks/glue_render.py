@@ -692,16 +692,16 @@ several points from one draw to the next.
 {grouped}
 
 Where the order of the pruned methods breaks, it is unstructured diff pruning against
-non-adaptive pruning. Without the retry of an unlearned last stage (the table further below),
-it breaks on RTE at most budgets: the diff methods' first stage stays at chance on RTE at the
+non-adaptive pruning, on RTE: the diff methods' first stage stays at chance on RTE at the
 sweep's rates, while non-adaptive pruning starts from full finetuning. A lower fixed-mask rate
 lets RTE learn but costs STS-B, at its own size as at RTE's; tried so far, with the runs:
-[the note](docs/notes/2026-12-06-fixed-mask-rate-size-or-task.md). With the retry, the order
-of the means holds at more budgets, but not because the diff methods gained: the retry never
-fires on a diff run at Table 1's size (each fixed-mask stage ends below the threshold,
-[the check](benchmarks/results/retry_from_logs.json)), while it fired on five non-adaptive RTE
-runs and lowered four of them ([the note](docs/notes/2026-12-06-retry-unlearned.md)). On
-RTE's whole training set it lifts the README's command.
+[the note](docs/notes/2026-12-06-fixed-mask-rate-size-or-task.md). The retry of an unlearned
+last stage does not move the diff rows: it never fires on a diff run at Table 1's size (each
+fixed-mask stage ends below the threshold, [the check](benchmarks/results/retry_from_logs.json)).
+It fired on five non-adaptive RTE runs; it keeps the better of its two tries, which was the
+first try in four of them and the retry in one
+([the note](docs/notes/2026-12-06-retry-best-of-both.md)). On RTE's whole training set it
+lifts the README's command.
 
 ### The same table with stage 1's w rate held
 
@@ -718,8 +718,8 @@ same full-finetuning, non-adaptive and peer runs as above.
 Where the last stage (fixed-mask finetuning, or full finetuning for that method) ends its last
 epoch no better than a constant answer on the training set, `diffprune train` now trains it
 once more from its start at a third of its rates ([docs/method.md](docs/method.md)). Runs that
-learned are unchanged to the bit. These are the runs that the retry replaced, put back beside
-every run it did not change (the peers have no retry).
+learned are unchanged to the bit. These are the runs it fired on as they were before it, put
+back beside every run it did not change (the peers have no retry).
 
 {no_retry}
 

@@ -296,9 +296,15 @@ def claim_verdicts(summary: dict, points: dict, pruned: tuple[str, str, str] = P
                      for m in pruned}
             held = sum(means[pruned[0]][d] >= means[pruned[1]][d] >= means[pruned[2]][d]
                        for d in budgets)
+            # where it breaks, which pair and by how much (in points of the mean)
+            breaks = [f"{100 * d:g}%: {_label(hi)} under {_label(lo)} by "
+                      f"{means[lo][d] - means[hi][d]:.1f}"
+                      for d in budgets for hi, lo in zip(pruned, pruned[1:])
+                      if means[hi][d] < means[lo][d]]
             out.append(Verdict(f"{order} on the mean over the swept tasks",
                                f"holds at {held} of {len(budgets)} budgets, mean over "
-                               f"{_titles(t for t in TASKS if t in tasks)}",
+                               f"{_titles(t for t in TASKS if t in tasks)}"
+                               + (f" (breaks: {'; '.join(breaks)})" if breaks else ""),
                                held == len(budgets), held))
         checks = held = 0
         for d in sorted({d for m in points.values() for d in m}):

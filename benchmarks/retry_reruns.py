@@ -10,6 +10,10 @@ same. ``--settle`` moves each unchanged run's original JSON back into place (the
 same run to the bit, so the table keeps its original record, train time included) and leaves
 only the runs the retry changed in the ``-no-retry`` folders, which BENCHMARKS.md shows as the
 table without the retry.
+
+Since the retry keeps the best dev state of both tries, the runs it fired on were trained again
+(their earlier records, where only the retry's epochs were candidates, are in git history at
+commit 7515497); ``kept`` says which try each kept.
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ def compare() -> list[dict]:
                 "retry_fired": "retry" in new,
                 "same": old["dev"] == new["dev"] and old.get("best_step") == new.get("best_step"),
                 "dev_before": old["dev"], "dev_after": new["dev"],
-                "first_try_dev": new.get("retry", {}).get("first_best_scores")})
+                "first_try_dev": new.get("retry", {}).get("first_best_scores"),
+                "kept": new.get("retry", {}).get("kept")})
     return rows
 
 
@@ -61,7 +66,7 @@ def main() -> None:
         if not r["rerun"]:
             print(f"{r['run']}: not rerun yet")
         else:
-            state = "retried" if r["retry_fired"] else "no retry"
+            state = f"retried, kept the {r['kept']}" if r["retry_fired"] else "no retry"
             print(f"{r['run']}: {state}, {'same' if r['same'] else 'changed'}: "
                   f"{r['dev_before']} -> {r['dev_after']}")
     (RESULTS / "retry_reruns.json").write_text(json.dumps(

@@ -93,13 +93,14 @@ def test_the_order_of_the_pruned_methods_is_judged_on_the_means_at_every_budget(
     order = verdicts["diff-structured ≥ diff ≥ non-adaptive on the mean over the swept tasks"]
     assert (order.value, order.met) == (1, False)  # holds at 0.1%, not at 1%
     assert "1 of 2 budgets" in order.measured
+    assert "(breaks: 1%: diff-structured under diff by 5.0)" in order.measured  # diff ≥ non
     trend = next(v for g, v in verdicts.items() if g.startswith("diff-structured minus"))
     assert trend.met is None and "0.1%: +10.0" in trend.measured and "1%: -2.0" in trend.measured
     density["nonadaptive"][1] = _density("nonadaptive", "stsb", 0.01, 50)
     density["diff"][1] = _density("diff", "stsb", 0.01, 55)
     order = _by_goal(claim_verdicts({}, point_means(density_points(density, {}))))[
         "diff-structured ≥ diff ≥ non-adaptive on the mean over the swept tasks"]
-    assert order.met is True
+    assert order.met is True and "breaks" not in order.measured
 
 
 def test_a_task_out_of_order_counts_only_through_the_mean():
@@ -119,6 +120,7 @@ def test_a_task_out_of_order_counts_only_through_the_mean():
     order = _by_goal(claim_verdicts({}, point_means(density_points(density, {}))))[
         "diff-structured ≥ diff ≥ non-adaptive on the mean over the swept tasks"]
     assert order.met is False  # 57 < 57.5
+    assert "(breaks: 0.1%: diff-structured under diff by 0.5)" in order.measured
 
 
 def _l0(method, seed, density, target, after_l0, after_projection, final):
