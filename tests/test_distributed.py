@@ -50,25 +50,43 @@ def test_two_processes_end_with_identical_diffs(tmp_path, tiny_base_dir):
     assert result.stdout.count("dev accuracy:") == 1
 
 
-def test_the_trainer_checks_the_loss_over_every_process(tmp_path):
-    """Two processes each see half the batches; the warning, made from the losses and label
-    tallies of both, is the same on both and names the whole training set's constant loss."""
+def _trainer_on_two_processes(out: Path, labels: list[int], rate: float, port: int):
+    """DiffPruneTrainer under torchrun with two processes; what each rank wrote."""
     worker = Path(__file__).with_name("ddp_trainer.py")
-    labels = [0] * 24 + [1] * 8  # shares 3:1, so the constant answer's loss is not log 2
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(worker.parent)}
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-         "--master-port", "29534", str(worker), str(tmp_path), json.dumps(labels)],
+         "--master-port", str(port), str(worker), str(out), json.dumps(labels), str(rate)],
         env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    first, second = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    return [(json.loads((out / f"rank{r}.json").read_text()),
+             load_file(out / f"rank{r}.safetensors")) for r in (0, 1)]
+
+
+def test_the_trainer_checks_the_loss_over_every_process(tmp_path):
+    """Two processes each see half the batches; the warning, made from the losses and label
+    tallies of both, is the same on both and names the whole training set's constant loss.
+    At a rate of 1e-9 nothing moves, so both retry the fixed-mask stage, together."""
+    labels = [0] * 24 + [1] * 8  # shares 3:1, so the constant answer's loss is not log 2
+    (first, _), (second, _) = _trainer_on_two_processes(tmp_path, labels, 1e-9, 29534)
     assert first["processes"] == 2
     # Each process saw its own share of the labels over the 2 fixed-mask epochs, in other
     # proportions than the whole set's, so agreeing on the whole set's loss takes the sum.
     assert [a + b for a, b in zip(first["own_tally"], second["own_tally"])] == [48, 16, 0]
     assert first["own_tally"][0] * 16 != first["own_tally"][1] * 48
     assert first["warnings"] == second["warnings"] and len(first["warnings"]) == 1
-    # Under several processes the Trainer does not retry: the warning names the first rate.
-    assert "mask_learning_rate=3.3e-10" in first["warnings"][0]
+    assert first["retry"] == second["retry"] and first["retry"]["first_lr"] == 1e-9
+    assert "mask_learning_rate=1.1e-10" in first["warnings"][0]  # the retry's rate
     constant = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
     assert f"({constant:.4f})" in first["warnings"][0]
+
+
+def test_the_trainer_ends_alike_on_every_process(tmp_path):
+    """At a rate that moves the model, both processes end with the same diff and head: each
+    stage's gradients are averaged over them (the fixed-mask stage's too, whose parameters
+    are not stage 1's)."""
+    labels = [0, 1] * 16
+    (_, first), (_, second) = _trainer_on_two_processes(tmp_path, labels, 1e-2, 29535)
+    assert first.keys() == second.keys() and any("_values" in k for k in first)
+    for key in first:
+        assert torch.equal(first[key], second[key]), key

@@ -60,6 +60,19 @@ def settings_from_args(args: argparse.Namespace) -> tuple[DiffPruneConfig, Train
     return config, settings
 
 
+def _end_processes() -> None:
+    """Under torchrun, take the process group down before the interpreter exits, as PyTorch
+    asks of every script that starts one: a gloo group left to the interpreter's teardown
+    aborted processes at exit now and then, after the run had finished."""
+    import gc
+
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        gc.collect()  # the stages' DDP wrappers first: they hold the group's last work
+        dist.destroy_process_group()
+
+
 def run(args: argparse.Namespace) -> int:
     from diffprune.training.allocator import keep_freed_memory
     from diffprune.training.recipe import settings_for_resume, train_task
@@ -71,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         config, settings = settings_from_args(args)
     metrics = train_task(config, settings)
+    _end_processes()
     if not metrics:  # not the main process
         return 0
     out = Path(settings.output)

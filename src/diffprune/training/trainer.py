@@ -10,6 +10,7 @@ name; ``save_model`` writes the task file and nothing pickled.
 from __future__ import annotations
 
 import copy
+import gc
 import inspect
 import math
 from dataclasses import dataclass, field, replace
@@ -261,7 +262,7 @@ class DiffPruneTrainer(Trainer):
         model, method = self.model, self.method_args
         result, self.watch, self.warnings = None, None, []
         if model.stage == "gated":
-            result = self.stage_results["l0"] = super().train(**kwargs)
+            result = self.stage_results["l0"] = self._train_stage(kwargs)
             if self.controller is not None:
                 self.density_trace = list(self.controller.trace)
             # Every process must draw the same final diff: reseed, so they project identically.
@@ -271,14 +272,32 @@ class DiffPruneTrainer(Trainer):
             result = self._fixed_mask_stage(method, kwargs)
         return result
 
+    def _train_stage(self, kwargs: dict):
+        """One ``Trainer.train()`` call, for one stage, in a wrapper of its own.
+
+        Under DDP the Trainer reuses the wrapper of its previous ``train()`` call, which knows
+        the previous stage's parameters only: the fixed-mask values' gradients were then not
+        averaged, and the processes ended with different diffs. So each stage starts without a
+        wrapper, and its wrapper is let go when it ends: gloo work still held by wrappers when
+        the interpreter exits aborted processes at exit.
+        """
+        self._release_wrapper()
+        try:
+            return super().train(**kwargs)
+        finally:
+            self._release_wrapper()
+
+    def _release_wrapper(self) -> None:
+        if self.model_wrapped is not self.model:
+            self.accelerator.free_memory()
+            self.model_wrapped = self.model
+            gc.collect()
+
     def _fixed_mask_stage(self, method: DiffPruneTrainingArguments, kwargs: dict):
         """The fixed-mask stage, once more from its start at a third of its rates when it ends
         no better than a constant answer (as ``diffprune train`` does; docs/method.md)."""
         model = self.model
-        # Under several processes a third Trainer.train() call aborted the processes at exit
-        # in 4 of 5 torchrun test runs (cause not found): there the stage warns only, while
-        # `diffprune train` retries under torchrun too.
-        retry = method.retry_unlearned and self.args.world_size == 1
+        retry = method.retry_unlearned
         start = ({k: v.detach().clone() for k, v in trainable_state(model).items()}
                  if retry else None)
         lr = method.mask_learning_rate
@@ -296,7 +315,7 @@ class DiffPruneTrainer(Trainer):
                 self.args.num_train_epochs = method.mask_epochs
                 # self._best carries over: the first try's best stays a candidate in the retry.
                 self.watch = self._new_watch()
-                result = self.stage_results["mask"] = super().train(**kwargs)
+                result = self.stage_results["mask"] = self._train_stage(kwargs)
                 ended = self._last_epoch_loss(method)
                 if start is None or divisor > 1 or ended is None or not unlearned(*ended):
                     break
