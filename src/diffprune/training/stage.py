@@ -54,8 +54,8 @@ class StageState:
     best_step: int = 0
     best_state: dict[str, torch.Tensor] | None = None
     control: dict | None = None  # the density controller's state, when resuming
-    best_stage: str | None = None  # the stage whose epoch gave the best state (a retry
-    # starts with its first try's best as a candidate)
+    # The stage whose epoch gave the best state: a retry starts with its first try's best.
+    best_stage: str | None = None
 
     def progress(self, control: DensityController | None = None) -> dict:
         return {"step": self.step, "losses": self.losses, "best_score": self.best_score,
