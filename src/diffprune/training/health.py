@@ -114,6 +114,14 @@ def unlearned(last_epoch_loss: float, constant_loss: float) -> bool:
     return constant_loss > 0 and last_epoch_loss >= (1 - UNLEARNED_MARGIN) * constant_loss
 
 
+def retry_notice(stage: str, last_epoch_loss: float, constant_loss: float, lr: float) -> str:
+    """What a run says when it trains an unlearned stage again: the rate it moves to, not a
+    flag, since the run lowers it by itself."""
+    return (f"{stage}: the last epoch's training loss, {last_epoch_loss:.4f}, is no better than "
+            f"a constant answer's ({constant_loss:.4f}); training the stage again from its start "
+            f"at a third of its rates (rate {lr / RETRY_RATE_DIVISOR:.2g})")
+
+
 def unlearned_warning(last_epoch_loss: float, constant_loss: float, stage: str,
                       rate_setting: str, lr: float) -> str | None:
     """A warning when the final stage's last epoch ended no better than a constant answer.

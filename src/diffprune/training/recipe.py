@@ -70,6 +70,7 @@ from diffprune.training.health import (
     RETRY_RATE_DIVISOR,
     constant_answer_loss,
     open_gates_warning,
+    retry_notice,
     unlearned,
     unlearned_warning,
 )
@@ -405,10 +406,7 @@ def _last_stage(run: _Run, inner: torch.nn.Module, stage: Stage,
         if not (allowed and unlearned(loss, constant)):
             _warn_if_unlearned(run, loss, constant, stage.desc, rate_setting, lr)
             return first, 1
-        # The rate, not a flag: the run lowers it by itself, and the user passes nothing.
-        run.log(f"{stage.desc}: the last epoch's training loss, {loss:.4f}, is no better than a "
-                f"constant answer's ({constant:.4f}); training the stage again from its start "
-                f"at a third of its rates (rate {lr / RETRY_RATE_DIVISOR:.2g})")
+        run.log(retry_notice(stage.desc, loss, constant, lr))
         run.metrics["retry"] = {"stage": stage.name, "first_lr": lr,
                                 "first_last_epoch_loss": loss, "constant_answer_loss": constant,
                                 "first_best_scores": first.best_scores,

@@ -29,6 +29,7 @@ from diffprune.training.health import (
     RETRY_RATE_DIVISOR,
     LossWatch,
     constant_answer_loss_from_tally,
+    retry_notice,
     unlearned,
     unlearned_warning,
 )
@@ -324,10 +325,7 @@ class DiffPruneTrainer(Trainer):
                 self.stage_results["mask_first_try"] = result
                 first_best = self._best
                 if self.is_world_process_zero():
-                    logger.warning(f"fixed-mask: the last epoch's training loss, {ended[0]:.4f}, "
-                                   f"is no better than a constant answer's ({ended[1]:.4f}); "
-                                   "training the stage again from its start at a third of its "
-                                   f"rates (rate {lr / RETRY_RATE_DIVISOR:.2g})")
+                    logger.warning(retry_notice("fixed-mask", *ended, lr))
                 model.load_state_dict(start, strict=False)
             self._warn_if_unlearned(ended, lr / divisor)
             if self.retry is not None:
