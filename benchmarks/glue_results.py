@@ -27,7 +27,8 @@ LABELS = {"diff-structured-fixed": "diff-structured, paper's fixed λ",
           "diff-structured-w-rate-held": "diff-structured, stage 1's w rate held",
           "diff-w-rate-held": "diff, stage 1's w rate held"}
 CONTROLLED = ("diff-structured", "diff")  # rows whose stage 1 steers to a density target
-ALL_PRUNED = (*PRUNED, "diff-structured-fixed", "diff-fixed")
+ALL_PRUNED = (*PRUNED, "diff-structured-fixed", "diff-fixed", "diff-structured-w-rate-held",
+              "diff-w-rate-held")
 
 # The paper's Table 1 (BERT-large, GLUE test server), in our method names.
 PAPER = {

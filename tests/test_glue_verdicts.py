@@ -177,3 +177,42 @@ def test_whole_data_rows_of_the_held_w_rate_stand_beside_the_default_not_for_it(
     assert "| 85.0 |" in rows["diff-structured"]
     assert "| 87.0 |" in rows["diff-structured, stage 1's w rate held"]
     assert "-1.00 points" in text and "+1.00 points" not in text
+
+
+def _put(root, folder, method, name, run):
+    import json
+
+    path = root / folder / method / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(run))
+
+
+def test_held_runs_keep_their_own_sweep_beside_the_default(tmp_path):
+    """Table 1's held rows take their 0.5% sweep point from their own runs, never from the
+    default's; a default row without a sweep gets no point."""
+    from glue_render import with_held
+
+    _put(tmp_path, "glue", "diff", "stsb-seed0", _run("diff", "stsb", 0, 80.0))
+    _put(tmp_path, "glue-w-rate-held", "diff", "stsb-seed0", _run("diff", "stsb", 0, 70.0))
+    _put(tmp_path, "glue-density-w-rate-held", "diff", "stsb-d0.001-seed0",
+         _density("diff", "stsb", 0.001, 60.0))
+    matrix = with_held(tmp_path, "glue")
+    assert list(matrix) == ["diff", "diff-w-rate-held"]
+    points = point_means(density_points(with_held(tmp_path, "glue-density"), matrix))
+    assert points == {"diff-w-rate-held": {0.001: {"stsb": 60.0}, 0.005: {"stsb": 70.0}}}
+
+
+def test_a_diagnostic_of_an_l0_method_sits_beside_the_fixed_lambda_run_it_changed(tmp_path):
+    """The diagnostics ran when the L0 methods trained under the paper's fixed λ: their Table 1
+    run is today's "-fixed" row, not the default's."""
+    from glue_render import diagnostics_table
+
+    base = "train --method diff --task stsb --seed 0 --mask-epochs 2"
+    _put(tmp_path, "glue", "diff", "stsb-seed0", _run("diff", "stsb", 0, 77.0, command=base))
+    _put(tmp_path, "glue", "diff-fixed", "stsb-seed0",
+         _run("diff-fixed", "stsb", 0, 71.0, command=base))
+    _put(tmp_path, "diagnostics", ".", "stsb-mask-epochs-6",
+         _run("diff", "stsb", 0, 76.0, command=base.replace("epochs 2", "epochs 6")))
+    row = diagnostics_table(tmp_path / "diagnostics", tmp_path / "glue", tmp_path / "longer",
+                            tmp_path / "density").splitlines()[-1]
+    assert "--mask-epochs 6 (was 2)" in row and "| 76.0 | 71.0 |" in row
