@@ -674,8 +674,10 @@ over seeds where there are several.
 The diff-structured and diff rows are today's default with the paper's random batches
 (`--no-group-by-length`); the rows marked "stage 1's w rate held" are the same runs as they
 trained before stage 1's w rate followed the density (`--diff-lr-density-power 0` runs them
-today). The density sweep with random batches ran before that change: its diff rows are the held
-ones. The default's own batches are in the next section.
+today), trained again so that the claim has a second draw of every diff run
+([the note](docs/notes/2026-12-06-table-1-random-batches-default.md)). The density sweep with
+random batches ran before that change: its diff rows are the held ones. The default's own
+batches are in the next section.
 
 A bracketed average covers only the tasks that method has run. The majority-class row answers
 every dev example with the most common label of the same training subset: a method near it has
