@@ -109,7 +109,8 @@ def command(run: Run, folder: Path, protocol: Protocol, match_bytes: int,
         return [sys.executable, "-m", "diffprune.cli.main", "train", "--method", method,
                 *common, *epochs, *rates, *density, *spec.get("flags", [])]
     extra = ["--match-bytes", str(match_bytes)] if spec.get("match_bytes") else []
-    python = adapters_python if run.method == "houlsby" else sys.executable
+    python = (adapters_python if spec.get("variant_of", run.method) == "houlsby"
+              else sys.executable)
     return [python, str(HERE / "peers.py"), "--method", run.method, *common,
             "--epochs", str(protocol.passes), *rates, *extra]
 

@@ -8,8 +8,9 @@ Methods: ``bitfit`` (biases and head), ``last-layer`` (the last encoder layer, p
 leaves BERT's pooler frozen), ``lora-pooler`` (the same, with the pooler trained in full as
 ``modules_to_save``, as every other method here trains it), ``lora-matched`` (PEFT, the rank
 whose stored size matches a 0.5% diff of the same model, ``--match-bytes``), ``houlsby``
-(AdapterHub ``adapters``, ``double_seq_bn``; it pins an older Transformers, so run this script
-from its own environment:
+(AdapterHub ``adapters``, ``double_seq_bn``, its head trained and BERT's pooler frozen) and
+``houlsby-pooler`` (the same with the pooler trained in full, as for ``lora-pooler``). Both need
+``adapters``, which pins an older Transformers, so run this script from its own environment:
 ``python -m venv .venv-adapters && .venv-adapters/bin/pip install torch==2.13.0 adapters -e .``).
 
 Data, loaders, the step loop, best-dev selection and metrics.json are diffprune's own, so only
@@ -35,7 +36,8 @@ from diffprune.training.recipe import make_accelerator, peak_memory_mb
 from diffprune.training.settings import TrainSettings
 from diffprune.training.stage import Stage, StageContext, run_stage
 
-PEERS = ("bitfit", "last-layer", "lora", "lora-pooler", "lora-matched", "houlsby")
+PEERS = ("bitfit", "last-layer", "lora", "lora-pooler", "lora-matched", "houlsby",
+         "houlsby-pooler")
 BYTES_PER_VALUE = 4  # peers store float32 tensors (safetensors), as their libraries save them
 
 
@@ -93,7 +95,7 @@ def prepare(method: str, model: torch.nn.Module, head: list[str], match_bytes: i
                             lora_dropout=0.1, target_modules=["query", "value"],
                             modules_to_save=head_modules)
         return get_peft_model(model, config), {"lora_rank": rank}
-    if method == "houlsby":
+    if method in ("houlsby", "houlsby-pooler"):
         try:
             import adapters
         except ImportError:
@@ -104,8 +106,9 @@ def prepare(method: str, model: torch.nn.Module, head: list[str], match_bytes: i
         model.add_adapter("task", config="double_seq_bn")
         model.train_adapter("task")
         model.set_active_adapters("task")
+        pooler = method == "houlsby-pooler"  # BERT's pooler was never trained for classification
         for name, param in model.named_parameters():
-            if is_head(name):
+            if is_head(name) or (pooler and ".pooler." in name):
                 param.requires_grad_(True)
         return model, {"adapter_config": "double_seq_bn"}
     raise SystemExit(f"unknown method {method!r}; one of {PEERS}")

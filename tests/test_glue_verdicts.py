@@ -77,6 +77,24 @@ def test_the_better_lora_row_is_chosen_on_the_tasks_both_ran():
     assert better.met is True and better.value == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("family, rows", [("LoRA", ("lora", "lora-pooler")),
+                                          ("Houlsby", ("houlsby", "houlsby-pooler"))])
+def test_each_peer_family_is_held_to_its_better_row(family, rows):
+    """With and without the pooler trained, the claim is held against the better of the two;
+    a family with one row has that row as its better one."""
+    plain, pooler = rows
+    summary = {"diff-structured": _row(stsb=72.0), plain: _row(stsb=73.0),
+               pooler: _row(stsb=60.0)}
+    verdict = _by_goal(claim_verdicts(summary, {}))[
+        f"diff-structured beats the better {family} row ({plain})"]
+    assert verdict.met is False and verdict.value == pytest.approx(-1.0)
+    del summary[plain]
+    label = "lora + pooler" if family == "LoRA" else "houlsby + pooler"
+    verdict = _by_goal(claim_verdicts(summary, {}))[
+        f"diff-structured beats the better {family} row ({label})"]
+    assert verdict.met is True and verdict.value == pytest.approx(12.0)
+
+
 def _density(method, task, density, final):
     return _run(method, task, 0, final, density=density)
 
