@@ -684,6 +684,10 @@ every dev example with the most common label of the same training subset: a meth
 learned little. Bytes per task: the task file for the diff methods (varint position gaps and
 float16 values under LZMA, plus the dense head); fp32 safetensors of the trainable parameters
 for the peers (as PEFT and AdapterHub save them); the whole model for full finetuning.
+PEFT's LoRA default and AdapterHub's Houlsby adapters leave BERT's pooler frozen, which this
+base never trained for classification; `lora + pooler` and `houlsby + pooler` train it in full,
+as full finetuning, diff pruning and last-layer do (BitFit trains its bias), and the goals
+hold diff pruning against the better row of each.
 {lora_matched}
 
 ## The goals
