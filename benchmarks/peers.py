@@ -6,7 +6,7 @@
 Methods: ``bitfit`` (biases and head), ``last-layer`` (the last encoder layer, pooler and head),
 ``lora`` (PEFT, rank 8 on query and value: PEFT's default for sequence classification, which
 leaves BERT's pooler frozen), ``lora-pooler`` (the same, with the pooler trained in full as
-``modules_to_save``, as every other method here trains it), ``lora-matched`` (PEFT, the rank
+``modules_to_save``, as full finetuning and diff pruning train it), ``lora-matched`` (PEFT, the rank
 whose stored size matches a 0.5% diff of the same model, ``--match-bytes``), ``houlsby``
 (AdapterHub ``adapters``, ``double_seq_bn``, its head trained and BERT's pooler frozen) and
 ``houlsby-pooler`` (the same with the pooler trained in full, as for ``lora-pooler``). Both need
