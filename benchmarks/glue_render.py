@@ -672,10 +672,10 @@ over seeds where there are several.
 {table}
 
 The diff-structured and diff rows are today's default with the paper's random batches
-(`--no-group-by-length`); the rows marked "stage 1's w rate held" are the same runs as they
-trained before stage 1's w rate followed the density (`--diff-lr-density-power 0` runs them
-today), trained again so that the claim has a second draw of every diff run
-([the note](docs/notes/2026-12-06-table-1-random-batches-default.md)). The density sweep with
+(`--no-group-by-length`), trained again so that the claim has a second draw of every diff run
+([the note](docs/notes/2026-12-06-table-1-random-batches-default.md)). The rows marked
+`stage 1's w rate held` are the same runs as they trained before the w rate followed the
+density (`--diff-lr-density-power 0` runs them today). The density sweep with
 random batches ran before that change, so its held rows span every task; today's default has
 been swept there on STS-B alone (three seeds), not yet on RTE and MRPC, so the order of the
 pruned methods has no verdict for it in this section. The default's own batches are in the
