@@ -27,6 +27,8 @@ LABELS = {"diff-structured-fixed": "diff-structured, paper's fixed λ",
           # runs of the default from before stage 1's w rate followed the density
           "diff-structured-w-rate-held": "diff-structured, stage 1's w rate held",
           "diff-w-rate-held": "diff, stage 1's w rate held"}
+# A peer with and without BERT's pooler trained: the claim is held against the better of each.
+PEER_FAMILIES = {"LoRA": ("lora", "lora-pooler"), "Houlsby": ("houlsby", "houlsby-pooler")}
 CONTROLLED = ("diff-structured", "diff")  # rows whose stage 1 steers to a density target
 ALL_PRUNED = (*PRUNED, "diff-structured-fixed", "diff-fixed", "diff-structured-w-rate-held",
               "diff-w-rate-held")
@@ -351,10 +353,6 @@ def claim_verdicts(summary: dict, points: dict, pruned: tuple[str, str, str] = P
             out.append(Verdict(f"{label} beats the better {family} row ({_label(best)})",
                                f"{gap:+.2f} points over {_titles(common)}", gap > 0, gap))
     return out
-
-
-# A peer with and without BERT's pooler trained: the claim is held against the better of each.
-PEER_FAMILIES = {"LoRA": ("lora", "lora-pooler"), "Houlsby": ("houlsby", "houlsby-pooler")}
 
 
 ON_TARGET = 0.25  # stage 1 ends within ±25% of its density target
