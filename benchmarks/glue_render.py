@@ -675,11 +675,10 @@ The diff-structured and diff rows are today's default with the paper's random ba
 (`--no-group-by-length`), trained again so that the claim has a second draw of every diff run
 ([the note](docs/notes/2026-12-06-table-1-random-batches-default.md)). The rows marked
 `stage 1's w rate held` are the same runs as they trained before the w rate followed the
-density (`--diff-lr-density-power 0` runs them today). The density sweep with
-random batches ran before that change, so its held rows span every task; today's default has
-been swept there on STS-B alone (three seeds), not yet on RTE and MRPC, so the order of the
-pruned methods has no verdict for it in this section. The default's own batches are in the
-next section.
+density (`--diff-lr-density-power 0` runs them today). The density sweep with random batches
+was trained again too, at every budget and task, so its held rows stand beside today's there
+([the note](docs/notes/2026-12-06-random-batch-density-sweep.md)). The default's own batches are
+in the next section.
 
 A bracketed average covers only the tasks that method has run. The majority-class row answers
 every dev example with the most common label of the same training subset: a method near it has
