@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from dataclasses import replace
 from pathlib import Path
 
 from glue_results import (
@@ -19,6 +20,7 @@ from glue_results import (
     PAPER,
     PAPER_FACTS,
     PRUNED_FIXED,
+    PRUNED_LAST,
     TASK_TITLES,
     TASKS,
     Verdict,
@@ -38,6 +40,7 @@ from glue_results import (
     in_order,
     load_runs,
     majority_class,
+    order_verdicts,
     point_means,
     score,
     summarise,
@@ -56,6 +59,27 @@ def verdict_lines(verdicts: list[Verdict]) -> str:
 def all_claims(summary: dict, points: dict) -> list[Verdict]:
     """The claim's verdicts for the default rows, then for the paper's fixed λ."""
     return claim_verdicts(summary, points) + claim_verdicts(summary, points, PRUNED_FIXED)
+
+def last_state_verdicts(points: dict) -> list[Verdict]:
+    """The order with non-adaptive pruning's diff taken from full finetuning's last state: a
+    reading beside the goal (which stays on the row as it ran), so no line says met or missed."""
+    if PRUNED_LAST[2] not in points:
+        return []
+    return [replace(v, goal=f"{v.goal} (diagnostic)", met=None)
+            for v in order_verdicts(points, PRUNED_LAST)]
+
+
+# Non-adaptive pruning from full finetuning's last state, beside each density sweep
+# (``glue_matrix.py nonadaptive_last_random_check`` and ``nonadaptive_last_check``).
+LAST_CHECK = {"glue-density": "glue-nonadaptive-last-check",
+              "glue-grouped-density": "glue-grouped-nonadaptive-last-check"}
+
+
+def with_last_check(results: Path, folder: str,
+                    runs: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    """A density sweep's runs with the last-state non-adaptive runs beside them."""
+    return in_order({**runs, **load_runs(results / LAST_CHECK[folder])})
+
 
 def _cell(row: dict, task: str) -> str:
     if task not in row:
@@ -381,7 +405,8 @@ def grouped_section(matrix: dict[str, list[dict]], summary: dict, density: dict[
 
     if not matrix:
         return "Not run yet."
-    runs = [r for rs in (*matrix.values(), *density.values()) for r in rs]
+    runs = [r for rs in (*matrix.values(), *density.values()) for r in rs
+            if "adopted_from" not in r]  # a run recorded twice counts once
     train_examples = {r["protocol"]["max_train_samples"] for rs in matrix.values() for r in rs}
     floor = (majority_class(data_dir, train_examples.pop()) if len(train_examples) == 1
              else None)
@@ -389,7 +414,8 @@ def grouped_section(matrix: dict[str, list[dict]], summary: dict, density: dict[
     rows = control_rows(matrix)
     parts = [f"{len(runs)} runs: {machine_line(runs)}. {protocol_line(matrix)}",
              table_one(summary, floor),
-             verdict_lines(claim_verdicts(summary, point_means(points)) + control_verdicts(rows))]
+             verdict_lines(claim_verdicts(summary, point_means(points))
+                           + last_state_verdicts(point_means(points)) + control_verdicts(rows))]
     if rows:
         parts.append(control_table(rows))
     budget = f"{100 * DiffPruneConfig().density:g}%"
@@ -586,7 +612,7 @@ def render(results: Path, rates: dict, data_dir: Path, figures: Path | None = No
     floor = (majority_class(data_dir, train_examples.pop()) if len(train_examples) == 1
              else None)
     sweep = load_runs(results / "glue-sweep")
-    density = with_held(results, "glue-density")
+    density = with_last_check(results, "glue-density", with_held(results, "glue-density"))
     points = density_points(density, matrix)
     full = by_task(at_sweep_seeds(matrix.get("full", []), density_seeds(density)))
     full_scores = {t: statistics.mean(map(score, rs)) for t, rs in full.items()}
@@ -594,7 +620,8 @@ def render(results: Path, rates: dict, data_dir: Path, figures: Path | None = No
     density_png = plot_density(points, full_scores, floor, figure("glue_density.png"))
     layout_md = where_it_lands(matrix, figure("glue_layout_structured.png"))
     sides = {name: side_matrix(results, name) for name in ("fulldata", "longer", "grouped")}
-    grouped_density = load_runs(results / "glue-grouped-density")
+    grouped_density = with_last_check(results, "glue-grouped-density",
+                                      load_runs(results / "glue-grouped-density"))
     longer = sides["longer"][0]
     runs = [r for rs in (*matrix.values(), *sweep.values(), *density.values(),
                          *longer.values(), *sides["grouped"][0].values(),
@@ -607,6 +634,7 @@ def render(results: Path, rates: dict, data_dir: Path, figures: Path | None = No
         runs=len(runs), machine=machine_line(runs), protocol=protocol_line(matrix),
         table=table, lora_matched=lora_matched_line(summary),
         verdicts=verdict_lines(all_claims(summary, point_means(points))
+                               + last_state_verdicts(point_means(points))
                                + control_verdicts(rows)) or "- Nothing has run yet.",
         budget=f"{100 * config.density:g}%", multiple=f"{config.target_multiple:g}",
         control=control_table(rows), trace_png=trace_figure(matrix, figure(

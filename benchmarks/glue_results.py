@@ -15,23 +15,28 @@ from pathlib import Path
 
 TASKS = ("rte", "mrpc", "stsb", "cola", "sst2")
 TASK_TITLES = {"rte": "RTE", "mrpc": "MRPC", "stsb": "STS-B", "cola": "CoLA", "sst2": "SST-2"}
-ORDER = ("full", "diff-structured", "diff", "nonadaptive", "diff-structured-w-rate-held",
+ORDER = ("full", "diff-structured", "diff", "nonadaptive", "nonadaptive-last",
+         "diff-structured-w-rate-held",
          "diff-w-rate-held", "diff-structured-fixed", "diff-fixed", "houlsby", "houlsby-pooler",
          "lora", "lora-pooler", "lora-matched", "bitfit", "last-layer")
 PRUNED = ("diff-structured", "diff", "nonadaptive")
 # The same three with the paper's fixed λ for the L0 methods (the rows before density control).
 PRUNED_FIXED = ("diff-structured-fixed", "diff-fixed", "nonadaptive")
+# The same three with non-adaptive pruning's diff taken from full finetuning's last state, so
+# that dev picks once per run for every method (a diagnostic: the goal is on PRUNED).
+PRUNED_LAST = ("diff-structured", "diff", "nonadaptive-last")
 LABELS = {"diff-structured-fixed": "diff-structured, paper's fixed λ",
           "diff-fixed": "diff, paper's fixed λ", "lora-pooler": "lora + pooler",
           "houlsby-pooler": "houlsby + pooler",
+          "nonadaptive-last": "nonadaptive from the last state",
           # runs of the default from before stage 1's w rate followed the density
           "diff-structured-w-rate-held": "diff-structured, stage 1's w rate held",
           "diff-w-rate-held": "diff, stage 1's w rate held"}
 # A peer with and without BERT's pooler trained: the claim is held against the better of each.
 PEER_FAMILIES = {"LoRA": ("lora", "lora-pooler"), "Houlsby": ("houlsby", "houlsby-pooler")}
 CONTROLLED = ("diff-structured", "diff")  # rows whose stage 1 steers to a density target
-ALL_PRUNED = (*PRUNED, "diff-structured-fixed", "diff-fixed", "diff-structured-w-rate-held",
-              "diff-w-rate-held")
+ALL_PRUNED = (*PRUNED, "nonadaptive-last", "diff-structured-fixed", "diff-fixed",
+              "diff-structured-w-rate-held", "diff-w-rate-held")
 
 # The paper's Table 1 (BERT-large, GLUE test server), in our method names.
 PAPER = {
@@ -276,6 +281,65 @@ def _mean_gap(a: dict, b: dict, tasks: list[str]) -> float:
     return statistics.mean(a[t] for t in tasks) - statistics.mean(b[t] for t in tasks)
 
 
+def _non_adaptive_label(method: str) -> str:
+    return "non-adaptive" if method == "nonadaptive" else _label(method)
+
+
+def order_verdicts(points: dict, pruned: tuple[str, str, str] = PRUNED) -> list[Verdict]:
+    """The paper's order of the pruned methods over the density sweep's budgets: on the means
+    over the swept tasks (the goal), task by task, and the gap between the first and last."""
+    out: list[Verdict] = []
+    if not points:
+        return out
+    label, lowest = _label(pruned[0]), _non_adaptive_label(pruned[2])
+    order = f"{label} ≥ {_label(pruned[1])} ≥ {lowest}"
+    # The goal: the order of the means over the swept tasks, at every budget.
+    swept = {m: points.get(m, {}) for m in pruned}
+    tasks = {t for m in swept.values() for d in m.values() for t in d}
+    budgets = [d for d in sorted({d for m in swept.values() for d in m})
+               if all(set(swept[m].get(d, {})) == tasks for m in pruned)]
+    if budgets:
+        means = {m: {d: statistics.mean(swept[m][d].values()) for d in budgets}
+                 for m in pruned}
+        held = sum(means[pruned[0]][d] >= means[pruned[1]][d] >= means[pruned[2]][d]
+                   for d in budgets)
+        # where it breaks, which pair and by how much (in points of the mean)
+        breaks = [f"{100 * d:g}%: {_label(hi)} under {_label(lo)} by "
+                  f"{means[lo][d] - means[hi][d]:.1f}"
+                  for d in budgets for hi, lo in zip(pruned, pruned[1:])
+                  if means[hi][d] < means[lo][d]]
+        out.append(Verdict(f"{order} on the mean over the swept tasks",
+                           f"holds at {held} of {len(budgets)} budgets, mean over "
+                           f"{_titles(t for t in TASKS if t in tasks)}"
+                           + (f" (breaks: {'; '.join(breaks)})" if breaks else ""),
+                           held == len(budgets), held))
+    checks = held = 0
+    for d in sorted({d for m in points.values() for d in m}):
+        for task in sorted({t for m in points.values() for t in m.get(d, {})}):
+            s = [points.get(m, {}).get(d, {}).get(task) for m in pruned]
+            if None in s:
+                continue
+            checks += 1
+            held += s[0] >= s[1] >= s[2]
+    if checks:  # task by task, for reference: the goal is on the means
+        out.append(Verdict(f"{order}, task by task",
+                           f"holds at {held} of {checks} (density, task) points", None,
+                           held))
+    # one task set for every budget, so that the trend is not a change of tasks
+    a, b = points.get(pruned[0], {}), points.get(pruned[2], {})
+    budgets = sorted({d for m in points.values() for d in m})
+    common = [t for t in TASKS if all(t in a.get(d, {}) and t in b.get(d, {})
+                                      for d in budgets)]
+    if common:
+        gaps = ", ".join(
+            f"{100 * d:g}%: {statistics.mean(a[d][t] - b[d][t] for t in common):+.1f}"
+            for d in budgets)
+        out.append(Verdict(f"{label} minus {lowest} by density (the paper: the gap grows "
+                           "as the budget shrinks)", f"{gaps}, mean over {_titles(common)}",
+                           None))
+    return out
+
+
 def claim_verdicts(summary: dict, points: dict, pruned: tuple[str, str, str] = PRUNED
                    ) -> list[Verdict]:
     """The paper's claim on this base: ``pruned[0]`` (structured diff pruning) at 0.5% against
@@ -288,52 +352,7 @@ def claim_verdicts(summary: dict, points: dict, pruned: tuple[str, str, str] = P
         gap = _mean_gap(structured, full, common)
         out.append(Verdict(f"{label} at 0.5% matches full finetuning",
                            f"{gap:+.2f} points over {_titles(common)}", gap >= 0, gap))
-    if points:
-        order = f"{label} ≥ {_label(pruned[1])} ≥ non-adaptive"
-        # The goal: the order of the means over the swept tasks, at every budget.
-        swept = {m: points.get(m, {}) for m in pruned}
-        tasks = {t for m in swept.values() for d in m.values() for t in d}
-        budgets = [d for d in sorted({d for m in swept.values() for d in m})
-                   if all(set(swept[m].get(d, {})) == tasks for m in pruned)]
-        if budgets:
-            means = {m: {d: statistics.mean(swept[m][d].values()) for d in budgets}
-                     for m in pruned}
-            held = sum(means[pruned[0]][d] >= means[pruned[1]][d] >= means[pruned[2]][d]
-                       for d in budgets)
-            # where it breaks, which pair and by how much (in points of the mean)
-            breaks = [f"{100 * d:g}%: {_label(hi)} under {_label(lo)} by "
-                      f"{means[lo][d] - means[hi][d]:.1f}"
-                      for d in budgets for hi, lo in zip(pruned, pruned[1:])
-                      if means[hi][d] < means[lo][d]]
-            out.append(Verdict(f"{order} on the mean over the swept tasks",
-                               f"holds at {held} of {len(budgets)} budgets, mean over "
-                               f"{_titles(t for t in TASKS if t in tasks)}"
-                               + (f" (breaks: {'; '.join(breaks)})" if breaks else ""),
-                               held == len(budgets), held))
-        checks = held = 0
-        for d in sorted({d for m in points.values() for d in m}):
-            for task in sorted({t for m in points.values() for t in m.get(d, {})}):
-                s = [points.get(m, {}).get(d, {}).get(task) for m in pruned]
-                if None in s:
-                    continue
-                checks += 1
-                held += s[0] >= s[1] >= s[2]
-        if checks:  # task by task, for reference: the goal is on the means
-            out.append(Verdict(f"{order}, task by task",
-                               f"holds at {held} of {checks} (density, task) points", None,
-                               held))
-        # one task set for every budget, so that the trend is not a change of tasks
-        a, b = points.get(pruned[0], {}), points.get(pruned[2], {})
-        budgets = sorted({d for m in points.values() for d in m})
-        common = [t for t in TASKS if all(t in a.get(d, {}) and t in b.get(d, {})
-                                          for d in budgets)]
-        if common:
-            gaps = ", ".join(
-                f"{100 * d:g}%: {statistics.mean(a[d][t] - b[d][t] for t in common):+.1f}"
-                for d in budgets)
-            out.append(Verdict(f"{label} minus non-adaptive by density (the paper: the gap grows "
-                               "as the budget shrinks)", f"{gaps}, mean over {_titles(common)}",
-                               None))
+    out += order_verdicts(points, pruned)
     for peer in ("lora", "lora-pooler", "lora-matched", "houlsby", "houlsby-pooler"):
         if structured and peer in summary:
             other = summary[peer]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from glue_render import verdict_lines  # noqa: E402
+from glue_render import last_state_verdicts, verdict_lines  # noqa: E402
 from glue_results import (  # noqa: E402
     claim_verdicts,
     control_rows,
@@ -139,6 +139,26 @@ def test_a_task_out_of_order_counts_only_through_the_mean():
         "diff-structured ≥ diff ≥ non-adaptive on the mean over the swept tasks"]
     assert order.met is False  # 57 < 57.5
     assert "(breaks: 0.1%: diff-structured under diff by 0.5)" in order.measured
+
+
+def test_the_last_state_baseline_is_read_beside_the_goal_and_judges_nothing():
+    """Non-adaptive pruning from full finetuning's last state gets the same order lines, each
+    marked a diagnostic and none met or missed; the goal's lines read the row as it ran."""
+    scores = {"diff-structured": 70, "diff": 65, "nonadaptive": 68, "nonadaptive-last": 60}
+    density = {m: [_density(m, "stsb", d, v) for d in (0.001, 0.01)]
+               for m, v in scores.items()}
+    points = point_means(density_points(density, {}))
+    goal = _by_goal(claim_verdicts({}, points))[
+        "diff-structured ≥ diff ≥ non-adaptive on the mean over the swept tasks"]
+    assert goal.met is False  # diff (65) under nonadaptive (68)
+    diagnostic = _by_goal(last_state_verdicts(points))
+    order = diagnostic["diff-structured ≥ diff ≥ nonadaptive from the last state on the mean "
+                       "over the swept tasks (diagnostic)"]
+    assert order.met is None and order.value == 2 and "2 of 2 budgets" in order.measured
+    assert all(v.met is None and v.goal.endswith("(diagnostic)") for v in diagnostic.values())
+    assert " — " not in verdict_lines(list(diagnostic.values()))
+    assert last_state_verdicts(point_means(density_points(
+        {m: rs for m, rs in density.items() if m != "nonadaptive-last"}, {}))) == []
 
 
 def _l0(method, seed, density, target, after_l0, after_projection, final):

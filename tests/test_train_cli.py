@@ -437,3 +437,73 @@ def test_train_can_write_a_lossless_task_file(tmp_path, tiny_base_dir):
     out = tmp_path / "run"
     assert _train(tiny_base_dir, out, "--max-steps", "2", "--encoding", "lossless") == 0
     assert read_metadata(out / "diff.safetensors")["encoding"] == "lossless"
+
+
+def _favour_full_epoch(patch, favoured: int, states: list) -> None:
+    """Score full finetuning's epoch ``favoured`` (1-based) far above the others, and record
+    a copy of the weights at each of its epoch ends and the finetuned model the diff is taken
+    from (``states``: the epochs' copies, then the diff's source). The real evaluation still
+    runs, so the run draws the same random numbers as without the patch."""
+    from diffprune.training import recipe
+
+    current = {}
+    run_stage, evaluate = recipe.run_stage, recipe.evaluate
+    from_finetuned = recipe.nonadaptive_from_finetuned
+
+    def tracked_run_stage(ctx, stage, *args, **kwargs):
+        current.update(stage=stage.name, epoch=0)
+        try:
+            return run_stage(ctx, stage, *args, **kwargs)
+        finally:
+            current["stage"] = None  # evaluations between stages are not epoch ends
+
+    def scored(model, loaders, spec):
+        scores = evaluate(model, loaders, spec)
+        if current.get("stage") == "full":
+            current["epoch"] += 1
+            states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+            bonus = 10.0 if current["epoch"] == favoured else 0.0
+            scores = {s: {k: v + bonus for k, v in m.items()} for s, m in scores.items()}
+        return scores
+
+    def recorded(pretrained, finetuned, *args, **kwargs):
+        states.append({k: v.detach().clone() for k, v in finetuned.state_dict().items()})
+        return from_finetuned(pretrained, finetuned, *args, **kwargs)
+
+    patch.setattr(recipe, "run_stage", tracked_run_stage)
+    patch.setattr(recipe, "evaluate", scored)
+    patch.setattr(recipe, "nonadaptive_from_finetuned", recorded)
+
+
+def _same_state(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("favoured", [1, 2])
+def test_nonadaptive_prunes_the_best_or_the_last_state_of_full_finetuning(
+        tmp_path, tiny_base_dir, monkeypatch, favoured):
+    """--nonadaptive-from best takes the diff from the epoch dev scored highest, --nonadaptive-
+    from last from the stage's end; where the best epoch is the last, the two runs are the
+    same bit for bit (what lets a benchmark record such a run once for both)."""
+    runs, states = {}, {}
+    for choice in ("best", "last"):
+        states[choice] = []
+        with monkeypatch.context() as patch:
+            _favour_full_epoch(patch, favoured, states[choice])
+            assert _train(tiny_base_dir, tmp_path / choice, "--method", "nonadaptive",
+                          "--nonadaptive-from", choice) == 0
+        runs[choice] = json.loads((tmp_path / choice / "metrics.json").read_text())
+    for choice, (first, last, source) in states.items():
+        assert not _same_state(first, last)  # two epochs that trained apart
+        kept = first if choice == "best" and favoured == 1 else last
+        assert _same_state(source, kept), choice
+    steps = runs["best"]["full_steps"]
+    assert runs["best"]["full_best_step"] == runs["last"]["full_best_step"] == favoured * steps / 2
+    assert runs["best"]["full_kept_step"] == favoured * steps / 2
+    assert runs["last"]["full_kept_step"] == steps
+    assert runs["last"]["stages"]["full"]["kept_step"] == steps
+    if favoured == 2:
+        _same_task(tmp_path / "best", tmp_path / "last")
+        assert runs["best"]["dev"] == runs["last"]["dev"]
+    else:
+        assert runs["best"]["nonzeros"] == runs["last"]["nonzeros"]  # the same budget

@@ -178,9 +178,11 @@ class _Run:
         model = self.acc.prepare_model(inner)
         return run_stage(self.ctx, stage, model, inner, optimizer, scheduler, state)
 
-    def full_finetune(self, model: torch.nn.Module, last: bool = False) -> StageState:
-        """Plain finetuning of every parameter, keeping the best dev state; ``last``: the run's
-        last stage (``--method full``), which an unlearned end sends round again."""
+    def full_finetune(self, model: torch.nn.Module, last: bool = False,
+                      restore_best: bool = True) -> StageState:
+        """Plain finetuning of every parameter, keeping the best dev state (``restore_best``
+        False: ending on the last state, the best still evaluated and recorded); ``last``: the
+        run's last stage (``--method full``), which an unlearned end sends round again."""
         params = [p for p in model.parameters() if p.requires_grad]
         settings = self.settings
 
@@ -192,18 +194,22 @@ class _Run:
         steps = self.steps(settings.epochs)
         norm = settings.full_max_grad_norm or float("inf")
         stage = Stage("full", "full finetuning", steps, select_best=True,
-                      clip=lambda: torch.nn.utils.clip_grad_norm_(params, norm))
+                      clip=lambda: torch.nn.utils.clip_grad_norm_(params, norm),
+                      restore_best=restore_best)
         if last:
             state, divisor = _last_stage(self, model, stage, optimizer_for, "--full-lr {}",
                                          settings.full_lr)
         else:
             state, divisor = self.stage(stage, model, *optimizer_for(1)), 1
+        kept = state.best_step if restore_best else steps
         self.metrics.update(full_steps=steps, full_best_step=state.best_step,
-                            dev_after_finetuning=state.best_scores)
+                            full_kept_step=kept, dev_after_finetuning=(
+                                state.best_scores if restore_best else state.last_scores))
         self.metrics["stages"] = {**self.metrics.get("stages", {}), "full": {
             "steps": steps, "lr": settings.full_lr / divisor,
             "max_grad_norm": settings.full_max_grad_norm,
-            "weight_decay": settings.full_weight_decay, "best_step": state.best_step}}
+            "weight_decay": settings.full_weight_decay, "best_step": state.best_step,
+            "kept_step": kept}}
         return state
 
 
@@ -289,7 +295,7 @@ def _diff_model(run: _Run) -> DiffPruneModel:
         model.load_masked_state(load_model_state(run.out_dir)[0])
         return model
     if settings.method == "nonadaptive":
-        run.full_finetune(run.base)
+        run.full_finetune(run.base, restore_best=settings.nonadaptive_from == "best")
         # on the finetuned model's device: the diff and its top-k are computed there
         pretrained = load_base(settings.model, run.spec)[1].to(
             next(run.base.parameters()).device)

@@ -71,6 +71,10 @@ class TrainSettings:
     full_max_grad_norm: float = _field(
         1.0, "Full finetuning: gradient-norm clip; 0 = none.", low=0)
     full_weight_decay: float = _field(0.0, "Full finetuning: AdamW weight decay.", low=0)
+    nonadaptive_from: Literal["best", "last"] = _field(
+        "best", "Non-adaptive: prune the difference of full finetuning's best dev state ('best', "
+        "as full finetuning keeps it; dev then picks twice, here and in the fixed-mask stage) or "
+        "of its last state ('last': dev picks only in the fixed-mask stage, as for diff pruning).")
     batch_size: int = _field(16, "Training batch size (per process).", low=1)
     eval_batch_size: int = _field(DEFAULT_EVAL_BATCH_SIZE, "Evaluation batch size.", low=1)
     max_seq_length: int = _field(

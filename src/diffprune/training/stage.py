@@ -41,6 +41,8 @@ class Stage:
     select_best: bool  # evaluate at each epoch end and restore the best state at the end
     clip: Callable[[], object]  # gradient clipping (the method's own for diff pruning)
     control: DensityController | None = None  # stage 1's density control, if on
+    # False: still evaluate and record the best epoch, but end on the last state
+    restore_best: bool = True
 
 
 @dataclass
@@ -56,11 +58,12 @@ class StageState:
     control: dict | None = None  # the density controller's state, when resuming
     # The stage whose epoch gave the best state: a retry starts with its first try's best.
     best_stage: str | None = None
+    last_scores: dict | None = None  # the dev scores of the latest epoch end
 
     def progress(self, control: DensityController | None = None) -> dict:
         return {"step": self.step, "losses": self.losses, "best_score": self.best_score,
                 "best_scores": self.best_scores, "best_step": self.best_step,
-                "best_stage": self.best_stage,
+                "best_stage": self.best_stage, "last_scores": self.last_scores,
                 "control": None if control is None else control.state_dict()}
 
     @classmethod
@@ -68,7 +71,8 @@ class StageState:
         return cls(p["step"], p["losses"], p["best_score"], p["best_scores"], p["best_step"],
                    best_state or None, p.get("control"),
                    # a checkpoint written before this was recorded: its own stage's best
-                   p.get("best_stage", p["stage"] if p["best_scores"] else None))
+                   p.get("best_stage", p["stage"] if p["best_scores"] else None),
+                   p.get("last_scores"))
 
     def best_only(self) -> StageState:
         """A fresh state that keeps this one's best as the candidate to beat."""
@@ -161,7 +165,7 @@ def run_stage(ctx: StageContext, stage: Stage, model: torch.nn.Module, inner: to
             if epoch_end or state.step >= stage.num_steps:
                 break
     bar.close()
-    if stage.select_best and state.best_state is not None:
+    if stage.select_best and stage.restore_best and state.best_state is not None:
         inner.load_state_dict(state.best_state, strict=False)
     return state
 
@@ -173,6 +177,7 @@ def _end_of_epoch(ctx: StageContext, stage: Stage, inner, state: StageState) -> 
     if stage.select_best:
         score, scores = ctx.evaluate(inner)
         line += f", dev {_fmt(scores)}"
+        state.last_scores = scores
         if score > state.best_score:
             state.best_score, state.best_scores, state.best_step = score, scores, state.step
             state.best_stage = stage.name
