@@ -60,6 +60,7 @@ def all_claims(summary: dict, points: dict) -> list[Verdict]:
     """The claim's verdicts for the default rows, then for the paper's fixed λ."""
     return claim_verdicts(summary, points) + claim_verdicts(summary, points, PRUNED_FIXED)
 
+
 def last_state_verdicts(points: dict) -> list[Verdict]:
     """The order with non-adaptive pruning's diff taken from full finetuning's last state: a
     reading beside the goal (which stays on the row as it ran), so no line says met or missed."""

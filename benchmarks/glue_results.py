@@ -16,9 +16,9 @@ from pathlib import Path
 TASKS = ("rte", "mrpc", "stsb", "cola", "sst2")
 TASK_TITLES = {"rte": "RTE", "mrpc": "MRPC", "stsb": "STS-B", "cola": "CoLA", "sst2": "SST-2"}
 ORDER = ("full", "diff-structured", "diff", "nonadaptive", "nonadaptive-last",
-         "diff-structured-w-rate-held",
-         "diff-w-rate-held", "diff-structured-fixed", "diff-fixed", "houlsby", "houlsby-pooler",
-         "lora", "lora-pooler", "lora-matched", "bitfit", "last-layer")
+         "diff-structured-w-rate-held", "diff-w-rate-held", "diff-structured-fixed", "diff-fixed",
+         "houlsby", "houlsby-pooler", "lora", "lora-pooler", "lora-matched", "bitfit",
+         "last-layer")
 PRUNED = ("diff-structured", "diff", "nonadaptive")
 # The same three with the paper's fixed λ for the L0 methods (the rows before density control).
 PRUNED_FIXED = ("diff-structured-fixed", "diff-fixed", "nonadaptive")
