@@ -17,24 +17,36 @@ import argparse
 import json
 from pathlib import Path
 
+from diffprune.config import DiffPruneConfig
+
 RESULTS = Path(__file__).resolve().parent / "results"
 # experiment -> (its results folder, the sweep's folder, the sweep's matrix folder)
 SOURCES = {
     "grouped": ("glue-grouped-nonadaptive-last-check", "glue-grouped-density", "glue-grouped"),
     "random": ("glue-nonadaptive-last-check", "glue-density", "glue"),
 }
-TABLE_BUDGET = 0.005
+
+
+def run_name(task: str, density: float, seed: int | str) -> str:
+    return f"{task}-d{density:g}-seed{seed}.json"
+
+
+def parse_name(name: str) -> tuple[str, float, str]:
+    """(task, density, seed) of a density experiment's run name."""
+    task, rest = name.removesuffix(".json").split("-d", 1)
+    density, seed = rest.split("-seed", 1)
+    return task, float(density), seed
 
 
 def sweep_runs(sweep: Path, matrix: Path) -> dict[str, Path]:
     """The sweep's non-adaptive runs by their name in a density experiment, with the matrix's
     runs at the tasks and seeds the sweep has as its Table 1 budget."""
     runs = {p.name: p for p in sorted((sweep / "nonadaptive").glob("*-d*-seed*.json"))}
-    swept = {(name.split("-d", 1)[0], name.rsplit("-seed", 1)[1]) for name in runs}
+    swept = {(task, seed) for task, _, seed in map(parse_name, runs)}
     for path in sorted((matrix / "nonadaptive").glob("*-seed*.json")):
         task, seed = path.stem.rsplit("-seed", 1)
-        if (task, f"{seed}.json") in swept:
-            runs.setdefault(f"{task}-d{TABLE_BUDGET:g}-seed{seed}.json", path)
+        if (task, seed) in swept:
+            runs.setdefault(run_name(task, DiffPruneConfig().density, seed), path)
     return runs
 
 
@@ -49,8 +61,8 @@ def adopt(kind: str, leave_out: set[str]) -> list[str]:
         target = out / name
         if target.exists():
             continue
-        density = float(name.split("-d", 1)[1].split("-seed", 1)[0])
-        run.update(method="nonadaptive-last", density=density, full_kept_step=run["full_steps"],
+        run.update(method="nonadaptive-last", density=parse_name(name)[1],
+                   full_kept_step=run["full_steps"],
                    adopted_from=str(path.relative_to(RESULTS.parent.parent)))
         out.mkdir(parents=True, exist_ok=True)
         target.write_text(json.dumps(run, indent=2) + "\n")
