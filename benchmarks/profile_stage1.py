@@ -15,7 +15,7 @@ import argparse
 import json
 
 from _report import RESULTS, run_info
-from train_cost import add_malloc_flag, make_step, run_as_diffprune_train
+from train_cost import add_device_flags, add_malloc_flag, make_step, run_as_diffprune_train
 
 # Operator name fragments -> the part of a step they belong to (first match wins).
 PARTS = [
@@ -75,6 +75,7 @@ def main() -> None:
     parser.add_argument("--methods", default="full,diff-structured")
     parser.add_argument("--model", default=None)
     parser.add_argument("--eager", action="store_true")
+    add_device_flags(parser)  # the profile is of CPU time: on a GPU, the launches' cost
     add_malloc_flag(parser)
     args = parser.parse_args()
     run_as_diffprune_train(args)

@@ -9,6 +9,12 @@ RSS minus RSS after imports (model, optimiser state, activations and every tempo
 
     python benchmarks/train_cost.py --quick            # < 2 minutes, last line is JSON
     python benchmarks/train_cost.py                    # full mode, writes benchmarks/results/
+    python benchmarks/train_cost.py --device cuda --bf16   # on a GPU, under bf16 autocast
+
+On a GPU, time is measured between synchronisations and memory is the peak of torch's CUDA
+allocator (tensors only) minus what was allocated before the model was built. Every method's
+table row also counts what one step launches, from torch.profiler: kernels (and copies) on a
+GPU, where a step's fixed cost is its launches, and operator calls on the CPU.
 
 The last line printed is JSON with ``step_time_ratio`` and ``peak_memory_ratio`` (diff pruning
 over full finetuning; lower is better).
@@ -50,15 +56,21 @@ def make_step(method: str, args: argparse.Namespace):
     from diffprune.loading import default_model_path
 
     logging.set_verbosity_error()
+    device = torch.device(args.device)
     model = AutoModelForSequenceClassification.from_pretrained(
-        args.model or default_model_path(), num_labels=2).train()
+        args.model or default_model_path(), num_labels=2).train().to(device)
+    # bf16 autocast around the forward pass only, as torch recommends; the parameters, the
+    # gates and the optimizers stay float32
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
     kernels = "native"
     if method == "full":
         # The same fused AdamW kernel that build_optimizer uses, so only the method differs.
         optimizer = torch.optim.AdamW(model.parameters(), lr=2e-5, eps=1e-8, fused=True)
 
         def loss_and_clip(ids, labels):
-            model(input_ids=ids, labels=labels).loss.backward()
+            with autocast:
+                loss = model(input_ids=ids, labels=labels).loss
+            loss.backward()
             torch.nn.utils.clip_grad_norm_(list(model.parameters()), 1.0)
 
         def after_step():
@@ -75,25 +87,31 @@ def make_step(method: str, args: argparse.Namespace):
         control = DensityController.for_stage(config, 1000, model.expected_density())
 
         def loss_and_clip(ids, labels):
-            (model(input_ids=ids, labels=labels).loss + model.penalty()).backward()
+            with autocast:
+                loss = model(input_ids=ids, labels=labels).loss
+            (loss + model.penalty()).backward()
             model.clip_grad_norms()
 
         def after_step():
             if control is not None:
                 model.drift_gates(control.update(model.last_density()))
 
-    ids = torch.randint(1000, 20000, (args.batch, args.seq_len))
-    labels = torch.randint(0, 2, (args.batch,))
+    ids = torch.randint(1000, 20000, (args.batch, args.seq_len)).to(device)
+    labels = torch.randint(0, 2, (args.batch,)).to(device)
+    # a GPU runs asynchronously: a step's time is only known once its work has finished
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     from diffprune.kernels import use_backend
 
     def step() -> float:
         with use_backend(kernels):
+            sync()
             start = time.perf_counter()
             loss_and_clip(ids, labels)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             after_step()
+            sync()
             return time.perf_counter() - start
 
     return step
@@ -104,12 +122,15 @@ def memory_worker(args: argparse.Namespace) -> dict:
     import torch
 
     torch.manual_seed(0)
-    baseline = _rss_mb()
+    cuda = args.device.startswith("cuda")
+    baseline = torch.cuda.memory_allocated() / 2**20 if cuda else _rss_mb()
     step = make_step(args.worker, args)
     times = [step() for _ in range(args.warmup + args.steps)]
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = (torch.cuda.max_memory_allocated() / 2**20 if cuda
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return {"method": args.worker, "step_times_s": times[args.warmup:],
-            "baseline_rss_mb": baseline, "peak_rss_mb": peak, "train_memory_mb": peak - baseline}
+            "memory": "cuda allocator" if cuda else "process RSS",
+            "baseline_mb": baseline, "peak_mb": peak, "train_memory_mb": peak - baseline}
 
 
 def timing_worker(args: argparse.Namespace) -> dict:
@@ -127,7 +148,29 @@ def timing_worker(args: argparse.Namespace) -> dict:
             t = steps[m]()
             if i >= args.warmup:
                 times[m].append(t)
-    return {"step_times_s": times, "threads": torch.get_num_threads()}
+    launches = {m: launches_per_step(steps[m], args.device) for m in methods}  # after timing
+    return {"step_times_s": times, "launches_per_step": launches,
+            "threads": torch.get_num_threads()}
+
+
+def launches_per_step(step, device: str) -> int:
+    """What one step launches, from torch.profiler: kernels, copies and sets on a GPU (the
+    step's fixed cost there), operator calls on the CPU."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.startswith("cuda")
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        step()
+    kind = DeviceType.CUDA if cuda else DeviceType.CPU
+    return sum(1 for e in prof.events() if e.device_type == kind)
+
+
+def add_device_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default: cpu)")
+    parser.add_argument("--bf16", action="store_true",
+                        help="forward passes under bfloat16 autocast (every method alike)")
 
 
 def add_malloc_flag(parser: argparse.ArgumentParser) -> None:
@@ -146,7 +189,8 @@ def run_as_diffprune_train(args: argparse.Namespace) -> None:
 
 def run_worker(args: argparse.Namespace, *extra: str) -> dict:
     cmd = [sys.executable, __file__, "--batch", str(args.batch), "--seq-len", str(args.seq_len),
-           "--methods", args.methods, *extra] + (["--model", args.model] if args.model else [])
+           "--methods", args.methods, "--device", args.device, *extra] + (
+               ["--model", args.model] if args.model else []) + (["--bf16"] if args.bf16 else [])
     cmd += (["--eager"] if args.eager else []) + (
         ["--malloc-default"] if args.malloc_default else [])
     out = subprocess.run(cmd, check=True, capture_output=True, text=True)
@@ -161,19 +205,21 @@ def summarise(memory: list[dict], timing: dict, methods: list[str]) -> dict:
         mem = next(r for r in memory if r["method"] == m)
         rows[m] = {"median_step_s": statistics.median(times),
                    "median_paired_ratio": statistics.median(t / f for t, f in zip(times, full)),
-                   "train_memory_mb": mem["train_memory_mb"], "peak_rss_mb": mem["peak_rss_mb"],
-                   "steps": len(times)}
+                   "train_memory_mb": mem["train_memory_mb"], "peak_mb": mem["peak_mb"],
+                   "launches_per_step": timing["launches_per_step"][m], "steps": len(times)}
     return rows
 
 
-def table(rows: dict) -> str:
+def table(rows: dict, device: str) -> str:
     full = rows["full"]
+    launches = "kernels per step" if device.startswith("cuda") else "operator calls per step"
     lines = ["| method | median step (s) | paired step ratio vs full | training memory (MB) "
-             "| vs full |", "|---|---|---|---|---|"]
+             f"| vs full | {launches} |", "|---|---|---|---|---|---|"]
     for m, r in rows.items():
         lines.append(f"| {m} | {r['median_step_s']:.3f} | {r['median_paired_ratio']:.2f}x | "
                      f"{r['train_memory_mb']:.0f} | "
-                     f"{r['train_memory_mb'] / full['train_memory_mb']:.2f}x |")
+                     f"{r['train_memory_mb'] / full['train_memory_mb']:.2f}x | "
+                     f"{r['launches_per_step']:,} |")
     return "\n".join(lines)
 
 
@@ -186,7 +232,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=None)
     parser.add_argument("--methods", default=None, help="comma-separated; 'full' is the baseline")
     parser.add_argument("--model", default=None, help="base model path (default: bundled MiniLM)")
-    parser.add_argument("--eager", action="store_true", help="gate kernels without torch.compile")
+    parser.add_argument("--eager", action="store_true",
+                        help="stage 1's math eagerly (neither C++ kernels nor torch.compile)")
+    add_device_flags(parser)
     add_malloc_flag(parser)
     parser.add_argument("--worker", choices=METHODS + tuple(VARIANTS), help=argparse.SUPPRESS)
     parser.add_argument("--timing-worker", action="store_true", help=argparse.SUPPRESS)
@@ -215,12 +263,26 @@ def main() -> None:
         **run_info(),
         "settings": {"batch": args.batch, "seq_len": args.seq_len, "timed_steps": steps,
                      "warmup": warmup, "eager": args.eager,
-                     "malloc_default": args.malloc_default},
+                     "malloc_default": args.malloc_default, "device": args.device,
+                     "device_name": device_name(args.device), "bf16": args.bf16},
         "methods": rows, **result, "memory_runs": memory, "timing_run": timing,
     }
-    # One results file per batch size: the default batch keeps the historical name.
-    name = "train_cost" if args.batch == 32 else f"train_cost_b{args.batch}"
-    finish(name, f"Training cost (batch {args.batch})", report, table(rows), result, args.quick)
+    # One results file per batch size, device and precision: batch 32 on the CPU in float32
+    # keeps the historical name.
+    name = ("train_cost" + ("" if args.batch == 32 else f"_b{args.batch}")
+            + ("" if args.device == "cpu" else f"_{args.device.split(':')[0]}")
+            + ("_bf16" if args.bf16 else ""))
+    title = (f"Training cost (batch {args.batch}, {report['settings']['device_name']}"
+             f"{', bf16 autocast' if args.bf16 else ''})")
+    finish(name, title, report, table(rows, args.device), result, args.quick)
+
+
+def device_name(device: str) -> str:
+    """The accelerator's name for the report (the CPU's platform is in run_info already)."""
+    import torch
+
+    return torch.cuda.get_device_name(device) if device.startswith("cuda") else "CPU"
+
 
 if __name__ == "__main__":
     main()

@@ -77,7 +77,8 @@ class DiffPruneConfig:
         1e-4, "Uniform noise u is clipped to [eps, 1 - eps].",
         low=0, high=0.5, open_low=True, open_high=True)
     fused: bool = _field(
-        True, "Fuse the gates' elementwise math with torch.compile (eager fallback, same results)."
+        True, "Run stage 1's elementwise math (gates, AdamW) as one loop per tensor: C++ kernels "
+        "on the CPU, torch.compile elsewhere, eager where neither builds (same results)."
     )
     gather_embedding_gates: bool = _field(
         True, "Embedding tables draw stage-1 gates only for the rows a batch looks up: the same "
