@@ -12,7 +12,8 @@
 cd "$(dirname "$0")/.." || exit 1  # the repository root
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 nvidia-smi -L || { echo "no NVIDIA GPU here"; exit 1; }
-python3 -c "import torch, transformers, accelerate, safetensors, diffprune
+# what train_cost.py imports (diffprune from src/, so it needs no install here)
+python3 -c "import torch, transformers, safetensors, diffprune
 print('torch', torch.__version__, '| transformers', transformers.__version__,
       '| cuda', torch.cuda.is_available())" || { echo "missing a package (see above)"; exit 1; }
 python3 -c "
