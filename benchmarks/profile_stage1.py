@@ -75,7 +75,7 @@ def main() -> None:
     parser.add_argument("--methods", default="full,diff-structured")
     parser.add_argument("--model", default=None)
     parser.add_argument("--eager", action="store_true")
-    add_device_flags(parser)  # the profile is of CPU time: on a GPU, the launches' cost
+    add_device_flags(parser)  # on a GPU the profile still shows CPU time: what launching costs
     add_malloc_flag(parser)
     args = parser.parse_args()
     run_as_diffprune_train(args)

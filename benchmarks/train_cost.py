@@ -212,7 +212,8 @@ def summarise(memory: list[dict], timing: dict, methods: list[str]) -> dict:
 
 def table(rows: dict, device: str) -> str:
     full = rows["full"]
-    launches = "kernels per step" if device.startswith("cuda") else "operator calls per step"
+    launches = ("GPU kernels and copies per step" if device.startswith("cuda")
+                else "operator calls per step")
     lines = ["| method | median step (s) | paired step ratio vs full | training memory (MB) "
              f"| vs full | {launches} |", "|---|---|---|---|---|---|"]
     for m, r in rows.items():
