@@ -56,9 +56,11 @@ def verdict_lines(verdicts: list[Verdict]) -> str:
     return "\n".join(line(v) for v in verdicts)
 
 
-def all_claims(summary: dict, points: dict) -> list[Verdict]:
+def all_claims(summary: dict, points: dict,
+               matrix: dict[str, list[dict]] | None = None) -> list[Verdict]:
     """The claim's verdicts for the default rows, then for the paper's fixed λ."""
-    return claim_verdicts(summary, points) + claim_verdicts(summary, points, PRUNED_FIXED)
+    return (claim_verdicts(summary, points, matrix=matrix)
+            + claim_verdicts(summary, points, PRUNED_FIXED, matrix))
 
 
 def last_state_verdicts(points: dict) -> list[Verdict]:
@@ -415,7 +417,7 @@ def grouped_section(matrix: dict[str, list[dict]], summary: dict, density: dict[
     rows = control_rows(matrix)
     parts = [f"{len(runs)} runs: {machine_line(runs)}. {protocol_line(matrix)}",
              table_one(summary, floor),
-             verdict_lines(claim_verdicts(summary, point_means(points))
+             verdict_lines(claim_verdicts(summary, point_means(points), matrix=matrix)
                            + last_state_verdicts(point_means(points)) + control_verdicts(rows))]
     if rows:
         parts.append(control_table(rows))
@@ -634,7 +636,7 @@ def render(results: Path, rates: dict, data_dir: Path, figures: Path | None = No
     text = TEMPLATE.format(
         runs=len(runs), machine=machine_line(runs), protocol=protocol_line(matrix),
         table=table, lora_matched=lora_matched_line(summary),
-        verdicts=verdict_lines(all_claims(summary, point_means(points))
+        verdicts=verdict_lines(all_claims(summary, point_means(points), matrix)
                                + last_state_verdicts(point_means(points))
                                + control_verdicts(rows)) or "- Nothing has run yet.",
         budget=f"{100 * config.density:g}%", multiple=f"{config.target_multiple:g}",

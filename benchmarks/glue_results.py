@@ -340,10 +340,34 @@ def order_verdicts(points: dict, pruned: tuple[str, str, str] = PRUNED) -> list[
     return out
 
 
-def claim_verdicts(summary: dict, points: dict, pruned: tuple[str, str, str] = PRUNED
-                   ) -> list[Verdict]:
+def paired_order_gaps(matrix: dict[str, list[dict]], tasks: list[str],
+                      pruned: tuple[str, str, str] = PRUNED) -> list[Verdict]:
+    """The order's two gaps at Table 1's budget from Table 1's own runs, paired by (task, seed)
+    over ``tasks``, as mean ± standard error of the differences: how large each gap is beside
+    the spread of the seeds (the sweep's 0.5% column holds only the seeds it swept). A reading
+    beside the goal, so the line says neither met nor missed."""
+    gaps = []
+    for hi, lo in zip(pruned, pruned[1:]):
+        theirs = {(r["task"], r["seed"]): score(r) for r in matrix.get(lo, [])}
+        diffs = [score(r) - theirs[(r["task"], r["seed"])] for r in matrix.get(hi, [])
+                 if r["task"] in tasks and (r["task"], r["seed"]) in theirs]
+        if len(diffs) < 2:
+            return []
+        error = statistics.stdev(diffs) / len(diffs) ** 0.5
+        gaps.append(f"{_label(hi)} minus {_non_adaptive_label(lo)} "
+                    f"{statistics.mean(diffs):+.2f} ± {error:.2f} ({len(diffs)} pairs)")
+    order = " ≥ ".join([_label(pruned[0]), _label(pruned[1]), _non_adaptive_label(pruned[2])])
+    titles = _titles(t for t in TASKS if t in tasks)
+    return [Verdict(f"{order} at 0.5%, paired by seed (Table 1's runs)",
+                    f"{'; '.join(gaps)}; a pair is one task and seed of {titles}, and each gap "
+                    "is the mean ± standard error of its differences, in points", None)]
+
+
+def claim_verdicts(summary: dict, points: dict, pruned: tuple[str, str, str] = PRUNED,
+                   matrix: dict[str, list[dict]] | None = None) -> list[Verdict]:
     """The paper's claim on this base: ``pruned[0]`` (structured diff pruning) at 0.5% against
-    full finetuning and the peers, and the order of the pruned methods over the budgets."""
+    full finetuning and the peers, and the order of the pruned methods over the budgets (with
+    its gaps paired by seed where Table 1's runs, ``matrix``, are given)."""
     out: list[Verdict] = []
     label = _label(pruned[0])
     full, structured = summary.get("full"), summary.get(pruned[0])
@@ -353,6 +377,9 @@ def claim_verdicts(summary: dict, points: dict, pruned: tuple[str, str, str] = P
         out.append(Verdict(f"{label} at 0.5% matches full finetuning",
                            f"{gap:+.2f} points over {_titles(common)}", gap >= 0, gap))
     out += order_verdicts(points, pruned)
+    if matrix:
+        swept = sorted({t for m in points.values() for d in m.values() for t in d})
+        out += paired_order_gaps(matrix, swept, pruned)
     for peer in ("lora", "lora-pooler", "lora-matched", "houlsby", "houlsby-pooler"):
         if structured and peer in summary:
             other = summary[peer]

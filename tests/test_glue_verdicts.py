@@ -161,6 +161,32 @@ def test_the_last_state_baseline_is_read_beside_the_goal_and_judges_nothing():
         {m: rs for m, rs in density.items() if m != "nonadaptive-last"}, {}))) == []
 
 
+def test_the_order_gaps_pair_runs_by_task_and_seed_and_judge_nothing():
+    """Each gap of the order is the mean ± standard error of score differences of Table 1's
+    runs with the same task and seed, over the swept tasks only; a run without its pair, or a
+    gap with fewer than two pairs, is left out."""
+    matrix = {
+        "diff-structured": [_run("diff-structured", "stsb", s, v)
+                            for s, v in enumerate((74, 76, 75))]
+        + [_run("diff-structured", "sst2", 0, 90, metric="accuracy")],
+        "diff": [_run("diff", "stsb", s, v) for s, v in enumerate((72, 75, 75))],
+        "nonadaptive": [_run("nonadaptive", "stsb", s, v) for s, v in enumerate((73, 77))]
+        + [_run("nonadaptive", "sst2", 0, 10, metric="accuracy")],
+    }
+    points = {"diff": {0.005: {"stsb": 74.0}}}  # the swept tasks: STS-B only
+    (line,) = [v for v in claim_verdicts({}, points, matrix=matrix)
+               if v.goal.endswith("paired by seed (Table 1's runs)")]
+    assert line.met is None
+    # structured minus diff: 2, 1, 0 -> +1.00 ± 0.58 (sd 1 over 3 pairs); diff minus
+    # non-adaptive: -1, -2 (seed 2 has no pair) -> -1.50 ± 0.50; SST-2 was not swept
+    assert "diff-structured minus diff +1.00 ± 0.58 (3 pairs)" in line.measured
+    assert "diff minus non-adaptive -1.50 ± 0.50 (2 pairs)" in line.measured
+    assert "of STS-B," in line.measured and " — " not in verdict_lines([line])
+    matrix["nonadaptive"] = matrix["nonadaptive"][:1]  # one pair: no spread to report
+    assert not [v for v in claim_verdicts({}, points, matrix=matrix) if "paired" in v.goal]
+    assert not [v for v in claim_verdicts({}, points) if "paired" in v.goal]
+
+
 def _l0(method, seed, density, target, after_l0, after_projection, final):
     def scores(v):
         return {"dev": {"spearman": v / 100}}
