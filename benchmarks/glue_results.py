@@ -285,6 +285,10 @@ def _non_adaptive_label(method: str) -> str:
     return "non-adaptive" if method == "nonadaptive" else _label(method)
 
 
+def _order_name(pruned: tuple[str, str, str]) -> str:
+    return f"{_label(pruned[0])} ≥ {_label(pruned[1])} ≥ {_non_adaptive_label(pruned[2])}"
+
+
 def order_verdicts(points: dict, pruned: tuple[str, str, str] = PRUNED) -> list[Verdict]:
     """The paper's order of the pruned methods over the density sweep's budgets: on the means
     over the swept tasks (the goal), task by task, and the gap between the first and last."""
@@ -292,7 +296,7 @@ def order_verdicts(points: dict, pruned: tuple[str, str, str] = PRUNED) -> list[
     if not points:
         return out
     label, lowest = _label(pruned[0]), _non_adaptive_label(pruned[2])
-    order = f"{label} ≥ {_label(pruned[1])} ≥ {lowest}"
+    order = _order_name(pruned)
     # The goal: the order of the means over the swept tasks, at every budget.
     swept = {m: points.get(m, {}) for m in pruned}
     tasks = {t for m in swept.values() for d in m.values() for t in d}
@@ -356,9 +360,8 @@ def paired_order_gaps(matrix: dict[str, list[dict]], tasks: list[str],
         error = statistics.stdev(diffs) / len(diffs) ** 0.5
         gaps.append(f"{_label(hi)} minus {_non_adaptive_label(lo)} "
                     f"{statistics.mean(diffs):+.2f} ± {error:.2f} ({len(diffs)} pairs)")
-    order = " ≥ ".join([_label(pruned[0]), _label(pruned[1]), _non_adaptive_label(pruned[2])])
     titles = _titles(t for t in TASKS if t in tasks)
-    return [Verdict(f"{order} at 0.5%, paired by seed (Table 1's runs)",
+    return [Verdict(f"{_order_name(pruned)} at 0.5%, paired by seed (Table 1's runs)",
                     f"{'; '.join(gaps)}; a pair is one task and seed of {titles}, and each gap "
                     "is the mean ± standard error of its differences, in points", None)]
 
