@@ -163,8 +163,8 @@ def test_the_last_state_baseline_is_read_beside_the_goal_and_judges_nothing():
 
 def test_the_order_gaps_pair_runs_by_task_and_seed_and_judge_nothing():
     """Each gap of the order is the mean ± standard error of score differences of Table 1's
-    runs with the same task and seed, over the swept tasks only; a run without its pair, or a
-    gap with fewer than two pairs, is left out."""
+    runs with the same task and seed, over the swept tasks only; a run without its pair is left
+    out, and the line itself where either gap has fewer than two pairs."""
     matrix = {
         "diff-structured": [_run("diff-structured", "stsb", s, v)
                             for s, v in enumerate((74, 76, 75))]
