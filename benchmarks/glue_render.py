@@ -44,6 +44,7 @@ from glue_results import (
     point_means,
     score,
     summarise,
+    whole_data_order,
     write_summary,
 )
 
@@ -396,7 +397,8 @@ def fulldata_section(results: Path, data_dir: Path) -> str:
         f"{len(runs)} runs: {devices_line(runs)}. The majority class is now that of each whole "
         "training set.",
         table_one(summary, majority_class(data_dir, 0)),
-        verdict_lines(all_claims(summary, {})),
+        verdict_lines(all_claims(summary, {}) + whole_data_order(matrix)
+                      + whole_data_order(matrix, PRUNED_FIXED)),
         layout_table(matrix)]).strip()
 
 

@@ -366,6 +366,31 @@ def paired_order_gaps(matrix: dict[str, list[dict]], tasks: list[str],
                     "is the mean ± standard error of its differences, in points", None)]
 
 
+def whole_data_order(matrix: dict[str, list[dict]],
+                     pruned: tuple[str, str, str] = PRUNED) -> list[Verdict]:
+    """The order of the pruned methods at Table 1's budget on whole training sets, over the
+    tasks all three ran there: the means, then task by task. The goal is on the density sweep's
+    1,000-example protocol, so this line is a reading beside it (one seed), with no verdict:
+    does the order change with a training set several times larger?"""
+    runs = {m: by_task(matrix.get(m, [])) for m in pruned}
+    tasks = [t for t in TASKS if all(t in runs[m] for m in pruned)]
+    if not tasks:
+        return []
+    means = {m: {t: statistics.mean(map(score, runs[m][t])) for t in tasks} for m in pruned}
+    overall = [statistics.mean(means[m].values()) for m in pruned]
+    held = [TASK_TITLES[t] for t in tasks
+            if means[pruned[0]][t] >= means[pruned[1]][t] >= means[pruned[2]][t]]
+    in_order = "holds" if overall[0] >= overall[1] >= overall[2] else "does not hold"
+    seeds = max(len(r) for m in pruned for r in runs[m].values())
+    return [Verdict(f"{_order_name(pruned)} at 0.5% on whole training sets (a reading)",
+                    f"means over {_titles(tasks)} "
+                    f"{' / '.join(f'{v:.2f}' for v in overall)}, so the order {in_order} "
+                    f"on the mean; task by task it holds on {len(held)} of {len(tasks)}"
+                    + (f" ({', '.join(held)})" if held else "")
+                    + ("; one seed each" if seeds == 1 else f"; up to {seeds} seeds each"),
+                    None)]
+
+
 def claim_verdicts(summary: dict, points: dict, pruned: tuple[str, str, str] = PRUNED,
                    matrix: dict[str, list[dict]] | None = None) -> list[Verdict]:
     """The paper's claim on this base: ``pruned[0]`` (structured diff pruning) at 0.5% against

@@ -19,6 +19,7 @@ from glue_results import (  # noqa: E402
     density_points,
     point_means,
     summarise,
+    whole_data_order,
 )
 
 
@@ -185,6 +186,26 @@ def test_the_order_gaps_pair_runs_by_task_and_seed_and_judge_nothing():
     matrix["nonadaptive"] = matrix["nonadaptive"][:1]  # one pair: no spread to report
     assert not [v for v in claim_verdicts({}, points, matrix=matrix) if "paired" in v.goal]
     assert not [v for v in claim_verdicts({}, points) if "paired" in v.goal]
+
+
+def test_the_whole_data_order_reads_the_tasks_all_three_ran_and_judges_nothing():
+    """On whole training sets the order is read over the tasks every pruned method ran, on
+    the means and task by task, with no verdict of its own; a task one method lacks is left
+    out, and with no common task there is no line."""
+    scores = {"diff-structured": {"stsb": 87, "rte": 55, "mrpc": 86},
+              "diff": {"stsb": 86, "rte": 56},
+              "nonadaptive": {"stsb": 85, "rte": 50, "mrpc": 99}}
+    matrix = {m: [_run(m, t, 0, v) for t, v in by.items()] for m, by in scores.items()}
+    (line,) = whole_data_order(matrix)
+    assert line.met is None and " — " not in verdict_lines([line])
+    # RTE and STS-B (MRPC lacks diff): 71.00 / 71.00 / 67.50 holds; STS-B only, task by task
+    assert "means over RTE, STS-B 71.00 / 71.00 / 67.50, so the order holds" in line.measured
+    assert "holds on 1 of 2 (STS-B); one seed each" in line.measured
+    matrix["nonadaptive"].append(_run("nonadaptive", "rte", 1, 70))  # RTE's mean: 60
+    (line,) = whole_data_order(matrix)
+    assert "71.00 / 71.00 / 72.50, so the order does not hold" in line.measured
+    assert "up to 2 seeds each" in line.measured
+    assert whole_data_order({"diff": matrix["diff"]}) == []
 
 
 def _l0(method, seed, density, target, after_l0, after_projection, final):
