@@ -328,11 +328,15 @@ def trace_figure(matrix: dict[str, list[dict]], output: Path | None) -> str:
     return "![density against target](benchmarks/results/figures/glue_density_trace.png)"
 
 
-def devices_line(runs: list[dict]) -> str:
-    """Which runs trained on which device, e.g. "4 on NVIDIA H200 (full on RTE, ...)"."""
+def devices_line(matrix: dict[str, list[dict]]) -> str:
+    """Which runs trained on which device, e.g. "4 on NVIDIA H200 (full on RTE, ...)", each
+    named by its row: a run file names only the method it trained, which the paper's fixed λ
+    rows share with the default's."""
+    runs = [{**r, "row": row} for row, rs in matrix.items() for r in rs]
     return "; ".join(
         f"{len(rs)} on {'this CPU' if device == 'cpu' else device} ("
-        + ", ".join(dict.fromkeys(f"{r['method']} on {TASK_TITLES[r['task']]}" for r in rs))
+        + ", ".join(dict.fromkeys(f"{LABELS.get(r['row'], r['row'])} on {TASK_TITLES[r['task']]}"
+                                  for r in rs))
         + ")"
         for device, rs in by_device(runs).items())
 
@@ -394,7 +398,7 @@ def fulldata_section(results: Path, data_dir: Path) -> str:
     summary = summarise(matrix)
     runs = [r for rs in matrix.values() for r in rs]
     return "\n\n".join([
-        f"{len(runs)} runs: {devices_line(runs)}. The majority class is now that of each whole "
+        f"{len(runs)} runs: {devices_line(matrix)}. The majority class is now that of each whole "
         "training set.",
         table_one(summary, majority_class(data_dir, 0)),
         verdict_lines(all_claims(summary, {}) + whole_data_order(matrix)
@@ -513,7 +517,7 @@ def longer_section(longer: dict[str, list[dict]], summary: dict,
         f"{len(runs) - adopted} runs trained"
         + (f", {adopted} adopted from the steps diagnostic, which trained the same settings"
            if adopted else "")
-        + f". Where they ran: {devices_line(runs)}.",
+        + f". Where they ran: {devices_line(longer)}.",
         longer_table(longer, matrix),
         verdict_lines(all_claims(summary, {}))]).strip()
 

@@ -208,6 +208,20 @@ def test_the_whole_data_order_reads_the_tasks_all_three_ran_and_judges_nothing()
     assert whole_data_order({"diff": matrix["diff"]}) == []
 
 
+def test_where_runs_trained_names_each_by_its_row_not_its_file():
+    """A fixed-λ run's file names the method it trained ("diff-structured"); the line that says
+    where runs trained names the row it stands in, so it is not read as the default's."""
+    from glue_render import devices_line
+
+    gpu = {"device": "NVIDIA H200"}
+    matrix = {"diff-structured": [_run("diff-structured", "rte", 0, 54, device="cpu")],
+              "diff-structured-fixed": [_run("diff-structured", "rte", 0, 53, **gpu),
+                                        _run("diff-structured", "mrpc", 0, 84, **gpu)]}
+    assert devices_line(matrix) == (
+        "2 on NVIDIA H200 (diff-structured, paper's fixed λ on RTE, diff-structured, paper's "
+        "fixed λ on MRPC); 1 on this CPU (diff-structured on RTE)")
+
+
 def _l0(method, seed, density, target, after_l0, after_projection, final):
     def scores(v):
         return {"dev": {"spearman": v / 100}}
