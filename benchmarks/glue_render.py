@@ -756,9 +756,10 @@ third of the sweep's rate for all three pruned methods, the order holds at Table
 the mean and on each task, because non-adaptive pruning falls the most: it loses nearly all it
 learned at projection, and the weaker stage no longer wins it back. Every pruned method scores
 lower there, so the default keeps the sweep's rate
-([the note](docs/notes/2026-12-07-order-on-whole-data-and-a-weaker-last-stage.md)). The retry of an unlearned
-last stage does not move the diff rows: it never fires on a diff run at Table 1's size (each
-fixed-mask stage ends below the threshold, [the check](benchmarks/results/retry_from_logs.json)).
+([the note](docs/notes/2026-12-07-order-on-whole-data-and-a-weaker-last-stage.md)).
+The retry of an unlearned last stage does not move the diff rows: it never fires on a diff run
+at Table 1's size (each fixed-mask stage ends below the threshold,
+[the check](benchmarks/results/retry_from_logs.json)).
 It fired on five non-adaptive RTE runs; it keeps the better of its two tries, which was the
 first try in four of them and the retry in one
 ([the note](docs/notes/2026-12-06-retry-best-of-both.md)). On RTE's whole training set it
