@@ -370,7 +370,7 @@ def whole_data_order(matrix: dict[str, list[dict]],
                      pruned: tuple[str, str, str] = PRUNED) -> list[Verdict]:
     """The order of the pruned methods at Table 1's budget on whole training sets, over the
     tasks all three ran there: the means, then task by task. The goal is on the density sweep's
-    1,000-example protocol, so this line is a reading beside it (one seed), with no verdict:
+    1,000-example protocol, so this line is a reading beside it, with no verdict:
     does the order change with a training set several times larger?"""
     runs = {m: by_task(matrix.get(m, [])) for m in pruned}
     tasks = [t for t in TASKS if all(t in runs[m] for m in pruned)]
